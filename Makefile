@@ -22,15 +22,32 @@ setup: $(BIN)/.installed
 browser:
 	scripts/setup-browser.sh
 
+# The SARI loop on the embedded synthetic corpus, on CPU: each step is one command a user can run alone.
+DEMO   := workspaces/demo
+RUNS   := workspaces/runs
 demo: setup
-	$(BIN)/sari-data build --recipe pipelines/demo.yaml --workspace workspaces/demo
-	$(BIN)/sari-data stats workspaces/demo --png workspaces/demo/stats.png
-	$(BIN)/sari-data cot --workspace workspaces/demo --split train --n 500
+	@echo "== 1/8 build the corpus: synthetic sound and music questions, answers known by construction"
+	$(BIN)/sari-data build --recipe pipelines/demo.yaml --workspace $(DEMO)
+	$(BIN)/sari-data stats $(DEMO) --png $(DEMO)/stats.png
+	@echo "== 2/8 chains of thought, structured and free-form (template writer: no LLM endpoint configured)"
+	$(BIN)/sari-data cot --workspace $(DEMO) --split train
+	@echo "== 3/8 the toy base model: random weights, then answer-only SFT on the pretrain split"
 	$(BIN)/sari-train tiny-model workspaces/models/tiny
-	$(BIN)/sari-train sft --model workspaces/models/tiny --workspace workspaces/demo --split pretrain \
-	  --eval-split test --eval-limit 90 --eval-every 200 --max-steps 200 --lr 2e-3 --batch-size 16 --out workspaces/runs/base
-	$(BIN)/sari-train eval --model workspaces/models/tiny --model workspaces/runs/base/final \
-	  --workspace workspaces/demo --split test --limit 150 --max-new-tokens 16 --out workspaces/eval
+	$(BIN)/sari-train sft --config pipelines/train/demo-base.yaml
+	@echo "== 4/8 difficulty: the base model answers each train item k times; pass rates -> curriculum"
+	$(BIN)/sari-data difficulty --recipe pipelines/demo.yaml --workspace $(DEMO) --model $(RUNS)/base/final
+	@echo "== 5/8 SFT warm-up on structured chains of thought"
+	$(BIN)/sari-train sft --config pipelines/train/demo-sari.yaml
+	@echo "== 6/8 curriculum GRPO, easy -> hard"
+	$(BIN)/sari-train grpo --config pipelines/train/demo-sari.yaml
+	@echo "== 7/8 held-out evaluation: base, SFT, SFT+GRPO, each in its own prompt format"
+	$(BIN)/sari-train eval --model base=$(RUNS)/base/final --model sft=$(RUNS)/sft/final \
+	  --model sft+grpo=$(RUNS)/grpo/final --workspace $(DEMO) --split test --max-new-tokens 320 --out workspaces/eval
+	@echo "== 8/8 the dataset card and a Hub-layout export (nothing is uploaded)"
+	$(BIN)/sari-data publish $(DEMO) --quiet
+	@echo "\nPlots: $(DEMO)/stats.png, $(DEMO)/exports/difficulty*.png, $(RUNS)/{base,sft,grpo}/curves.png,"
+	@echo "       workspaces/eval/accuracy.png; card: $(DEMO)/exports/hub/README.md"
+	@echo "Ablations (about N min): $(BIN)/sari-train experiment --config pipelines/experiments/ablations.yaml"
 
 # pytest exits 5 when it collects no tests; that is not a failure of the suite.
 test: setup browser

@@ -5,6 +5,7 @@
     sari-train eval --model PATH --benchmark ../shared/data/benchmarks/mmau-test-mini.v2025-03.json --audio-root DIR
     sari-train sft --config pipelines/train/sari-qwen2-audio.yaml --model models/tiny-qwen2-audio
     sari-train grpo --config pipelines/train/r1-aqa.yaml --model runs/sft/final --workspace workspaces/demo
+    sari-train experiment --config pipelines/experiments/ablations.yaml       # SARI's ablations, several seeds
 
 Each subcommand parses a typed config (YAML via --config, then flags), calls one function, prints.
 """
@@ -62,6 +63,21 @@ def cmd_train(args: argparse.Namespace) -> None:
     print(f"{'left out':>10}  {left_out or 'none'}")
 
 
+def cmd_experiment(args: argparse.Namespace) -> None:
+    from corpus.provenance import recorded_run
+    from sari_train.experiment import ExperimentConfig, run_experiment
+
+    config = load_config(ExperimentConfig, args)
+    command = " ".join(["sari-train", *sys.argv[1:]]) if sys.argv[0].endswith("sari-train") else "sari-train experiment"
+    with recorded_run(None, "experiment", folder=config.out, config=config.model_dump(mode="json")) as results:
+        outcome = run_experiment(config, command)
+        results.update(gains=outcome["gains"], table=outcome["table"].to_dict("records"))
+    print(outcome["table"].to_string(index=False))
+    for arm, gain in outcome["gains"].items():
+        print(f"{arm:>14}: {gain['gain_over_base']:+.1f} points over the base (seed std {gain['seed_std']:.1f})")
+    print(f"\nresults.csv, table.md and accuracy.png written to {config.out}")
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="sari-train", description=__doc__.split("\n")[0],
                                   formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
@@ -78,9 +94,10 @@ def parser() -> argparse.ArgumentParser:
 
     evaluate = commands.add_parser("eval", help="evaluate checkpoints with the official MMAU/MMAR rule",
                                    description=EVAL_DOC, formatter_class=argparse.RawDescriptionHelpFormatter)
-    evaluate.add_argument("--model", action="append", default=[], help="model folder; repeat to compare models")
+    evaluate.add_argument("--model", action="append", default=[],
+                          help="model folder, or NAME=FOLDER to name its column; repeat to compare models")
     evaluate.add_argument("--format", choices=["implicit", "free", "structured"],
-                          help="prompt format (default implicit: answer only)")
+                          help="prompt format for every model (default: each model's trained format, else implicit)")
     add_config_flags(evaluate, EvalConfig)
     evaluate.set_defaults(run=cmd_eval)
 
@@ -95,6 +112,14 @@ def parser() -> argparse.ArgumentParser:
                                   formatter_class=argparse.RawDescriptionHelpFormatter)
         add_config_flags(sub, cls)
         sub.set_defaults(run=cmd_train)
+
+    from sari_train.experiment import ExperimentConfig
+    from sari_train.experiment import __doc__ as EXPERIMENT_DOC
+
+    experiment = commands.add_parser("experiment", help="SARI's ablations: arms x seeds, mean ± std table",
+                                     description=EXPERIMENT_DOC, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_config_flags(experiment, ExperimentConfig)
+    experiment.set_defaults(run=cmd_experiment)
     return top
 
 

@@ -1,9 +1,11 @@
 """`sari-train eval`: accuracy with the official MMAU/MMAR word-set rule.
 
-    sari-train eval --model models/base --model runs/grpo/final --workspace workspaces/demo --split test
+    sari-train eval --model base=models/base --model grpo=runs/grpo/final --workspace workspaces/demo --split test
     sari-train eval --model PATH --benchmark mmau-test-mini.json --audio-root DIR
 
-Greedy by default. Reports total, per task, per difficulty and per sub-category (micro averages),
+`--model NAME=PATH` names a column (default: the folder's name). Each model is asked in the prompt
+format it was trained with (read from the `config.yaml` our trainers save next to the weights;
+implicit for other models) unless `--format` sets one for all. Greedy by default. Reports total, per task, per difficulty and per sub-category (micro averages),
 plus accuracy with the options shuffled (MMAU's gold leans to option A). Writes, per model, the
 MMAU-format predictions (`model_output`, readable by MMAU's evaluation.py), the MMAR-format ones
 (`answer_prediction`), a report JSON, and one table and PNG comparing all models.
@@ -18,6 +20,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import yaml
 from pydantic import BaseModel, ConfigDict, Field
 from tqdm import tqdm
 
@@ -34,12 +37,14 @@ from sari_train.rollout import LocalEngine, SamplingSettings
 class EvalConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    models: list[str] = Field(min_length=1, description="model folders (or hub ids when online) to compare")
+    models: list[str] = Field(min_length=1, description="model folders (or hub ids when online) to compare; "
+                                                        "NAME=PATH names the column")
     workspace: Path | None = Field(None, description="evaluate the items of this workspace's --split")
     split: str = Field("test", description="workspace split to evaluate")
     benchmark: Path | None = Field(None, description="an MMAU/MMAR JSON or JSONL file")
     audio_root: Path | None = Field(None, description="folder the benchmark's audio paths are relative to")
-    prompt: PromptStyle = PromptStyle()
+    prompt: PromptStyle | None = Field(None, description="one prompt style for all models (default: each "
+                                                          "model's trained style, else implicit)")
     max_new_tokens: int = Field(64, ge=1, description="generation budget (raise it for thinking formats)")
     batch_size: int = Field(8, ge=1)
     shuffled: bool = Field(True, description="also score with every item's options shuffled")
@@ -152,17 +157,34 @@ def shuffled_choices(items: list[EvalItem], seed: int) -> list[list[str]]:
     return [[i.choices[j] for j in rng.permutation(len(i.choices))] for i in items]
 
 
+def named(model: str) -> tuple[str, str]:
+    """`NAME=PATH` -> (NAME, PATH); a bare path is named after its folder."""
+    name, sep, path = model.partition("=")
+    return (name, path) if sep else (Path(model).name or model, model)
+
+
+def trained_style(model: str) -> PromptStyle:
+    """The prompt style a checkpoint of ours was trained with (its saved config); implicit otherwise."""
+    saved = Path(model) / "config.yaml"
+    if saved.exists():
+        prompt = (yaml.safe_load(saved.read_text()) or {}).get("prompt")
+        if isinstance(prompt, dict):
+            return PromptStyle.model_validate(prompt)
+    return PromptStyle()
+
+
 def evaluate_model(model: str, items: list[EvalItem], config: EvalConfig) -> tuple[pd.Series, list[str]]:
     lm = AudioLM.load(model)
     engine = LocalEngine(lm, batch_size=config.batch_size)
+    style = config.prompt or trained_style(model)
     settings = SamplingSettings(k=1, temperature=0.0, max_new_tokens=config.max_new_tokens)
-    completions = predict(engine, items, config.prompt, settings, desc=f"eval {Path(model).name}")
+    completions = predict(engine, items, style, settings, desc=f"eval {Path(model).name}")
     scored = score(items, completions)
     shuffled = None
     if config.shuffled:
         reordered = shuffled_choices(items, config.seed)
         shuffled_items = [EvalItem(**{**i.__dict__, "choices": c}) for i, c in zip(items, reordered)]
-        shuffled = score(shuffled_items, predict(engine, items, config.prompt, settings, reordered, "shuffled"))
+        shuffled = score(shuffled_items, predict(engine, items, style, settings, reordered, "shuffled"))
     return accuracy_table(scored, shuffled), completions
 
 
@@ -201,8 +223,7 @@ def run_eval(config: EvalConfig) -> pd.DataFrame:
     else:
         items, skipped = benchmark_items(config.benchmark, config.audio_root, config.limit)
     columns = {}
-    for model in config.models:
-        name = Path(model).name or model
+    for name, model in map(named, config.models):
         table, completions = evaluate_model(model, items, config)
         columns[name] = table
         write_predictions(items, completions, config.out / name)

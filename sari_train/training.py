@@ -76,11 +76,12 @@ def load_policy(config: TrainConfig, device: torch.device, train_audio: bool = F
     """The model to train, and its PEFT wrapper when LoRA is on (else None).
 
     The audio tower and projector stay frozen unless `train_audio`; the Omni thinker's vision
-    tower is never trained. `start_from` is a full-weights checkpoint to resume from."""
+    tower and the audio encoder's position table are never trained. `start_from` is a full-weights checkpoint to resume from."""
     lm = AudioLM.load(start_from or config.model, dtype=config.dtype, device=str(device))
     for name, param in lm.model.named_parameters():
         audio_path = ".audio_tower." in f".{name}" or "multi_modal_projector" in name
-        param.requires_grad_(not ("visual" in name or (audio_path and not train_audio)))
+        fixed = "visual" in name or "embed_positions" in name  # Whisper's position table is not learned
+        param.requires_grad_(not (fixed or (audio_path and not train_audio)))
     peft_model = None
     if config.lora is not None:
         from peft import LoraConfig, get_peft_model

@@ -9,6 +9,7 @@ never the correctness (the chain still goes through the same checks as an LLM's)
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -84,6 +85,17 @@ REASON: dict[str, Callable[[dict[str, Any], str], str | None]] = {
 }
 
 
+_CLOCK_TIMES = re.compile(r" from \d+(?:\.\d+)? s to \d+(?:\.\d+)? s")
+_NOISE_LEVEL = re.compile(r" ?Background noise at -?\d+ dB SNR\.")
+
+
+def scene_caption(caption: str) -> str:
+    """The ground-truth caption without clock times and noise level: they bear on no answer, and they
+    are the hardest tokens of a chain for a small model to guess (families that need times, like
+    counting and order, state them in the reasoning)."""
+    return _NOISE_LEVEL.sub("", _CLOCK_TIMES.sub("", caption)).strip()
+
+
 def is_synthetic(item: Item) -> bool:
     """Items whose caption is the ground-truth scene and whose meta names their family."""
     return item.caption_source == "ground-truth" and bool(item.caption) and "family" in item.meta
@@ -98,10 +110,12 @@ def template_chains(item: Item) -> dict[str, str]:
     fact = rule(item.meta.get("params") or {}, item.answer) if rule else None
     fact = fact or f"The scene matches {item.answer!r}."
     reasoning = f"{fact} That rules out {others}."
-    structured = (f"<planning>The question asks: {item.question} The options are {item.choices}. "
-                  f"I need to {focus}, then pick the option that matches.</planning>\n"
-                  f"<caption>{item.caption}</caption>\n"
+    scene = scene_caption(item.caption or "")
+    # The planning names the skill, not the question again: restating the prompt doubles a chain's
+    # length and is the part toy models garble first.
+    structured = (f"<planning>I need to {focus}, then pick the option that matches.</planning>\n"
+                  f"<caption>{scene}</caption>\n"
                   f"<reasoning>{reasoning}</reasoning>\n"
                   f"<summary>The answer is {item.answer}.</summary>")
-    free = f"To answer this I {focus}. {item.caption} {reasoning} So the answer is {item.answer}."
+    free = f"To answer this I {focus}. {scene} {reasoning} So the answer is {item.answer}."
     return {"structured": structured, "free": free}

@@ -11,6 +11,8 @@ Processor argument: in the installed transformers (5.x) audio goes in as ``audio
 
 from __future__ import annotations
 
+import math
+
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -190,6 +192,14 @@ def _set_generation_ids(model: torch.nn.Module, tokenizer: PreTrainedTokenizerFa
     gc.bos_token_id = None
 
 
+def whisper_sinusoids(length: int, channels: int, max_timescale: float = 10_000.0) -> torch.Tensor:
+    """Whisper's fixed audio position table: sines then cosines over geometric timescales."""
+    increment = math.log(max_timescale) / (channels // 2 - 1)
+    inverse = torch.exp(-increment * torch.arange(channels // 2, dtype=torch.float32))
+    angles = torch.arange(length, dtype=torch.float32)[:, None] * inverse[None, :]
+    return torch.cat([angles.sin(), angles.cos()], dim=1)
+
+
 def build_tiny_qwen2_audio(
     out_dir: str | Path,
     window_seconds: float = 4.0,
@@ -210,6 +220,9 @@ def build_tiny_qwen2_audio(
     )
     torch.manual_seed(seed)
     model = Qwen2AudioForConditionalGeneration(config).eval()
+    with torch.no_grad():  # the released checkpoint stores Whisper's sinusoids; random ones hide the time order
+        positions = model.get_submodule("model.audio_tower.embed_positions").weight
+        positions.copy_(whisper_sinusoids(*positions.shape))
     _set_generation_ids(model, tokenizer)
     model.save_pretrained(out)
     Qwen2AudioProcessor(extractor, tokenizer, chat_template=CHAT_TEMPLATE).save_pretrained(out)

@@ -16,6 +16,7 @@ from llm_helpers import config_for, gold_of, good_chain, make_workspace, synthet
 
 from corpus.store import Workspace
 from sari_data.llm.cot import chain_problem, run_cot, templated_chains
+from sari_data.llm.templates import scene_caption
 from sari_data.llm.testing import FakeChatServer, Reply, last_user_text
 from sari_train.prompts import structured_sections
 
@@ -48,7 +49,8 @@ def test_template_chains_are_valid_and_use_the_scene():
         chains = {c.style: c for c in templated_chains(item)}
         assert all(c.valid and c.generator == "template" for c in chains.values())
         sections = structured_sections(chains["structured"].text)
-        assert sections["caption"] == item.caption and item.answer in sections["summary"]
+        assert sections["caption"] == scene_caption(item.caption) and item.answer in sections["summary"]
+        assert " s to " not in sections["caption"] and "SNR" not in sections["caption"]
         assert chains["free"].text.endswith(f"the answer is {item.answer}.")
     beeps = {c.style: c for c in templated_chains(synthetic_item(3))}  # count_beeps, 5 beeps
     assert "5 in all" in beeps["structured"].text

@@ -1,0 +1,70 @@
+import pandas as pd
+import pytest
+import yaml
+
+from sari_train import experiment
+from sari_train.config import ConfigError
+from sari_train.evaluate import named, trained_style
+from sari_train.experiment import Arm, ExperimentConfig, run_experiment, stage_fields, summarise
+
+
+def test_summary_is_mean_and_sample_std_over_seeds():
+    results = pd.DataFrame([
+        {"arm": "base", "label": "b", "seed": None, "total": 40.0, "task/music": 40.0},
+        {"arm": "sari", "label": "s", "seed": 0, "total": 50.0, "task/music": 50.0},
+        {"arm": "sari", "label": "s", "seed": 1, "total": 60.0, "task/music": 70.0},
+    ])
+    table = summarise(results).set_index("arm")
+    # sample std of (50, 60) = sqrt(((−5)² + 5²) / 1) = 7.07; of (50, 70) = 14.14
+    assert table.loc["sari", "total"] == "55.0 ± 7.1" and table.loc["sari", "task/music"] == "60.0 ± 14.1"
+    assert table.loc["base", "total"] == "40.0 ± 0.0" and table.loc["sari", "seeds"] == 2
+
+
+def test_eval_names_columns_and_reads_each_models_trained_format(tmp_path):
+    assert named("base=runs/base/final") == ("base", "runs/base/final")
+    assert named("runs/grpo/final") == ("final", "runs/grpo/final")
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump({"prompt": {"format": "structured"}, "lr": 1.0}))
+    assert trained_style(str(tmp_path)).format == "structured"
+    assert trained_style(str(tmp_path / "elsewhere")).format == "implicit"
+
+
+def test_stage_settings_layer_preset_then_experiment(tmp_path):
+    preset = tmp_path / "preset.yaml"
+    preset.write_text(yaml.safe_dump({"lr": 1.0, "batch_size": 2, "sft": {"lr": 2.0, "max_steps": 5},
+                                      "grpo": {"lr": 3.0}}))
+    config = ExperimentConfig(workspace=tmp_path, base="b", arms={"a": Arm()}, preset=preset, sft={"max_steps": 7})
+    assert stage_fields(config, "sft") == {"lr": 2.0, "batch_size": 2, "max_steps": 7}
+    assert stage_fields(config, "grpo") == {"lr": 3.0, "batch_size": 2}
+    with pytest.raises(ConfigError, match="not found"):
+        stage_fields(config.model_copy(update={"preset": tmp_path / "missing.yaml"}), "sft")
+
+
+@pytest.mark.slow
+def test_experiment_runs_every_arm_and_seed_and_reuses_finished_stages(tiny_model_dir, train_workspace, tmp_path,
+                                                                       monkeypatch):
+    config = ExperimentConfig(
+        workspace=train_workspace, base=str(tiny_model_dir), seeds=[0, 1], out=tmp_path / "exp",
+        arms={"sft_only": Arm(format="implicit", grpo=False, label="answer-only SFT"),
+              "rl_only": Arm(format="implicit", sft=False, sampler="random", label="GRPO from the base"),
+              "sari": Arm(format="structured", label="structured SFT then curriculum GRPO")},
+        sft={"max_steps": 2, "batch_size": 4, "lr": 1e-3, "tensorboard": False},
+        grpo={"max_steps": 1, "num_generations": 2, "max_completion_length": 8, "lr": 1e-3, "tensorboard": False},
+        eval_limit=4, eval_max_new_tokens=8)
+    outcome = run_experiment(config, "sari-train experiment --config x.yaml")
+    results = pd.read_csv(tmp_path / "exp" / "results.csv")
+    assert list(results.arm) == ["base"] + ["sft_only", "rl_only", "sari"] * 2
+    assert results.total.between(0, 100).all() and (results.n == 4).all()
+    assert set(outcome["gains"]) == {"sft_only", "rl_only", "sari"}
+    table = (tmp_path / "exp" / "table.md").read_text()
+    assert "`sari-train experiment --config x.yaml`" in table and "| sari |" in table and "seeds [0, 1]" in table
+    for folder in ("sft-implicit-seed0", "sft-structured-seed1", "rl_only-seed1", "sari-seed0"):
+        assert (tmp_path / "exp" / folder / "final" / "config.yaml").exists()
+    assert not (tmp_path / "exp" / "sft_only-seed0").exists()  # an SFT-only arm is its SFT stage
+
+    # A second run trains and scores nothing: every stage and score is reused.
+    calls = []
+    monkeypatch.setattr(experiment, "evaluate_model", lambda *a, **k: calls.append(a))
+    monkeypatch.setattr("sari_train.sft.train_sft", lambda *a, **k: calls.append(a))
+    monkeypatch.setattr("sari_train.grpo.train.train_grpo", lambda *a, **k: calls.append(a))
+    again = run_experiment(config, "sari-train experiment --config x.yaml")
+    assert calls == [] and again["gains"] == outcome["gains"]
