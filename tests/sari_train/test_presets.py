@@ -44,3 +44,38 @@ def test_preset_runs_end_to_end(preset, kind, tiny_model_dir, train_workspace, t
 def test_a_single_stage_preset_refuses_the_other_command(tmp_path, capsys):
     assert main(["sft", "--config", str(PRESETS / "r1-aqa.yaml")]) == 2
     assert "unknown key" in capsys.readouterr().err
+
+
+def test_demo_presets_and_the_ablation_config_validate():
+    """`make demo` and `sari-train experiment` read these files; a typo must fail here, not after minutes."""
+    import yaml
+
+    from sari_train.config import STAGES
+    from sari_train.experiment import ExperimentConfig, stage_fields
+    from sari_train.grpo.train import GRPOConfig
+    from sari_train.sft import SFTConfig
+
+    SFTConfig.model_validate(yaml.safe_load((PRESETS / "demo-base.yaml").read_text()))
+    sari = yaml.safe_load((PRESETS / "demo-sari.yaml").read_text())
+    shared = {k: v for k, v in sari.items() if k not in STAGES}
+    SFTConfig.model_validate({**shared, **sari["sft"]})
+    GRPOConfig.model_validate({**shared, **sari["grpo"]})
+    root = PRESETS.parents[1]
+    experiment = ExperimentConfig.model_validate(
+        yaml.safe_load((root / "pipelines" / "experiments" / "ablations.yaml").read_text()))
+    assert {a.format for a in experiment.arms.values()} == {"implicit", "free", "structured"}
+    assert {a.sampler for a in experiment.arms.values()} == {"curriculum", "random"}
+    assert {a.sft for a in experiment.arms.values()} == {True, False} and len(experiment.seeds) >= 3
+    experiment = experiment.model_copy(update={"preset": root / experiment.preset})
+    assert stage_fields(experiment, "sft")["max_steps"] == sari["sft"]["max_steps"]
+
+
+@pytest.mark.slow
+def test_experiment_command_prints_the_table(tiny_model_dir, train_workspace, tmp_path, capsys):
+    cli("experiment", "--workspace", train_workspace, "--base", tiny_model_dir, "--out", tmp_path / "exp",
+        "--set", "seeds=[0]", "--set", "arms={only: {format: implicit, grpo: false, label: answers}}",
+        "--set", "sft={max_steps: 1, batch_size: 2, tensorboard: false}", "--eval-limit", "2",
+        "--eval-max-new-tokens", "4")
+    out = capsys.readouterr().out
+    assert "only" in out and "points over the base" in out and (tmp_path / "exp" / "table.md").exists()
+    assert list((tmp_path / "exp" / "runs").glob("*-experiment-*.json"))
