@@ -26,12 +26,9 @@ from tqdm import tqdm
 
 from sari_train.data import Example, load_examples, waveform
 from sari_train.grpo.curriculum import CurriculumSampler
-from sari_train.metrics import MetricsLog
 from sari_train.models.adapter import AudioLM
 from sari_train.prompts import PromptStyle, messages, target
-from sari_train.training import (TrainConfig, held_out_accuracy, load_checkpoint, load_policy, make_accelerator,
-                                 optimizer_and_schedule, resume_point, save_checkpoint, save_model, seed_everything,
-                                 step_of)
+from sari_train.training import TrainConfig, make_accelerator, seed_everything, start_run
 
 IGNORE = -100
 END_OF_TURN = "<|im_end|>"
@@ -72,38 +69,14 @@ def train_sft(config: SFTConfig) -> dict[str, Any]:
     style = config.prompt
     cot_style = None if style.format == "implicit" else style.format
     examples, left_out = load_examples(config.workspace, config.split, cot_style)
-    held_out = (load_examples(config.workspace, config.eval_split, None, config.eval_limit)[0]
-                if config.eval_split else [])
+    sampler = CurriculumSampler([e.id for e in examples], mode="random", seed=config.seed)
     by_id = {e.id: e for e in examples}
-    sampler = CurriculumSampler(list(by_id), mode="random", seed=config.seed)
+    run = start_run(config, accelerator, sampler, config.max_steps, train_audio=not config.freeze_audio_tower)
+    lm, model, optimizer, scheduler, log = run.lm, run.model, run.optimizer, run.scheduler, run.log
 
-    checkpoint = resume_point(config)
-    lm, peft_model = load_policy(config, accelerator.device, train_audio=not config.freeze_audio_tower,
-                                 start_from=checkpoint if checkpoint and config.lora is None else None)
-    optimizer, scheduler = optimizer_and_schedule(lm.model, config, config.max_steps)
-    start = 0
-    if checkpoint is not None:
-        state = load_checkpoint(checkpoint, lm, optimizer, scheduler, accelerator)
-        sampler.load_state_dict(state["sampler"])
-        start = step_of(checkpoint)
-    model = accelerator.prepare(lm.model)  # DDP when launched on several processes
-    log = MetricsLog(config.out, accelerator.is_main_process, resume_step=start if checkpoint else None,
-                     tensorboard=config.tensorboard)
-
-    accuracy: dict[int, float] = {}
-
-    def evaluate(step: int) -> None:
-        if held_out:
-            scores = held_out_accuracy(lm, held_out, config.workspace, config.prompt, config.eval_max_new_tokens,
-                                       accelerator)
-            accuracy[step] = round(scores["eval/accuracy"], 1)
-            log.log(step, scores)
-
-    if start == 0:
-        evaluate(0)
     per_step = config.batch_size * config.grad_accum * world
-    for step in tqdm(range(start + 1, config.max_steps + 1), desc="sft", initial=start, total=config.max_steps,
-                     disable=not accelerator.is_main_process):
+    for step in tqdm(range(run.start + 1, config.max_steps + 1), desc="sft", initial=run.start,
+                     total=config.max_steps, disable=not accelerator.is_main_process):
         t0 = time.perf_counter()
         model.train()
         ids = sampler.take(per_step)  # the same on every process; each takes its share
@@ -130,15 +103,7 @@ def train_sft(config: SFTConfig) -> dict[str, Any]:
                            "learning_rate": scheduler.get_last_lr()[0], "num_tokens": float(tokens * world),
                            "epoch": float(sampler.epoch), "step_time": time.perf_counter() - t0})
         if config.eval_every and step % config.eval_every == 0 and step != config.max_steps:
-            evaluate(step)
+            run.evaluate(step)
         if config.save_every and step % config.save_every == 0:
-            save_checkpoint(config.out, step, lm, peft_model, config, accelerator, optimizer, scheduler,
-                            {"sampler": sampler.state_dict()})
-    evaluate(config.max_steps)
-    final = config.out / "final"
-    if accelerator.is_main_process:
-        save_model(final, lm, peft_model, config)
-    curves = log.close()
-    accelerator.wait_for_everyone()
-    return {"final": str(final), "curves": str(curves), "examples": len(examples), "left_out": left_out,
-            "steps": config.max_steps, "held-out accuracy % by step": accuracy}
+            run.checkpoint(step, sampler)
+    return {**run.finish(), "examples": len(examples), "left_out": left_out}

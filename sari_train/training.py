@@ -12,6 +12,7 @@ import copy
 import math
 import random
 import re
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -21,7 +22,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from corpus.scoring import exact_match, extract_answer, mmau_match
 from sari_train.config import ConfigError, save_config
-from sari_train.data import Example, waveform
+from sari_train.data import Example, load_examples, waveform
+from sari_train.metrics import MetricsLog
 from sari_train.models.adapter import AudioLM
 from sari_train.prompts import PromptStyle, messages
 from sari_train.rollout import LocalEngine, SamplingSettings
@@ -249,3 +251,68 @@ def resume_point(config: TrainConfig) -> Path | None:
 def step_of(folder: Path) -> int:
     match = re.search(r"step-(\d+)$", folder.name)
     return int(match.group(1)) if match else 0
+
+
+# --- one run's set-up and finish, shared by SFT and GRPO ----------------------------------------
+
+@dataclass
+class Run:
+    """A training run's moving parts: the policy, its optimizer and schedule, the metrics log,
+    the step to start from, and the held-out examples it is scored on."""
+
+    config: TrainConfig
+    accelerator: Any
+    lm: AudioLM
+    peft_model: Any
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    model: torch.nn.Module  # lm.model, wrapped for DDP when launched on several processes
+    log: MetricsLog
+    start: int
+    held_out: list[Example]
+    accuracy: dict[int, float] = field(default_factory=dict)
+
+    def evaluate(self, step: int) -> None:
+        if self.held_out:
+            scores = held_out_accuracy(self.lm, self.held_out, self.config.workspace, self.config.prompt,
+                                       self.config.eval_max_new_tokens, self.accelerator)
+            self.accuracy[step] = round(scores["eval/accuracy"], 1)
+            self.log.log(step, scores)
+
+    def checkpoint(self, step: int, sampler: Any) -> Path:
+        return save_checkpoint(self.config.out, step, self.lm, self.peft_model, self.config, self.accelerator,
+                               self.optimizer, self.scheduler, {"sampler": sampler.state_dict()})
+
+    def finish(self) -> dict[str, Any]:
+        """Score the last step, save `final/`, draw the curves."""
+        self.evaluate(self.config.max_steps)
+        final = self.config.out / "final"
+        if self.accelerator.is_main_process:
+            save_model(final, self.lm, self.peft_model, self.config)
+        curves = self.log.close()
+        self.accelerator.wait_for_everyone()
+        return {"final": str(final), "curves": str(curves), "steps": self.config.max_steps,
+                "held-out accuracy % by step": self.accuracy}
+
+
+def start_run(config: TrainConfig, accelerator: Any, sampler: Any, updates: int, train_audio: bool = False) -> Run:
+    """Load the policy (or resume it from the latest checkpoint, sampler included), build the
+    optimizer for `updates` steps, open the metrics log and score step 0 of a fresh run."""
+    checkpoint = resume_point(config)
+    lm, peft_model = load_policy(config, accelerator.device, train_audio=train_audio,
+                                 start_from=checkpoint if checkpoint and config.lora is None else None)
+    optimizer, scheduler = optimizer_and_schedule(lm.model, config, updates)
+    start = 0
+    if checkpoint is not None:
+        state = load_checkpoint(checkpoint, lm, optimizer, scheduler, accelerator)
+        sampler.load_state_dict(state["sampler"])
+        start = step_of(checkpoint)
+    model = accelerator.prepare(lm.model)  # DDP when launched on several processes
+    log = MetricsLog(config.out, accelerator.is_main_process, resume_step=start if checkpoint else None,
+                     tensorboard=config.tensorboard)
+    held_out = (load_examples(config.workspace, config.eval_split, None, config.eval_limit)[0]
+                if config.eval_split else [])
+    run = Run(config, accelerator, lm, peft_model, optimizer, scheduler, model, log, start, held_out)
+    if start == 0:
+        run.evaluate(0)
+    return run

@@ -16,7 +16,6 @@ import asyncio
 import base64
 import hashlib
 import io
-import json
 import os
 import re
 from pathlib import Path
@@ -28,7 +27,7 @@ import soundfile as sf
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from corpus.provenance import recorded_run
-from corpus.records import Item, Task
+from corpus.records import Task
 from corpus.store import Workspace
 from sari_data.llm.client import LLMClient
 from sari_data.llm.config import LLMConfig

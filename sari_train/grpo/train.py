@@ -19,7 +19,6 @@ or no advantage scaling, zero-variance group filtering, online band-pass of the 
 
 from __future__ import annotations
 
-import copy
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -35,13 +34,10 @@ from sari_train.data import Example, load_difficulty, load_examples, waveform
 from sari_train.grpo import losses
 from sari_train.grpo.curriculum import CurriculumSampler
 from sari_train.grpo.rewards import Reward, hacked, make_rewards, score
-from sari_train.metrics import MetricsLog
 from sari_train.models.adapter import AudioLM
-from sari_train.prompts import PromptStyle, messages
+from sari_train.prompts import messages
 from sari_train.rollout import Generated, LocalEngine, SamplingSettings, strip_stop
-from sari_train.training import (TrainConfig, held_out_accuracy, load_checkpoint, load_policy, make_accelerator,
-                                 optimizer_and_schedule, resume_point, save_checkpoint, save_model, seed_everything,
-                                 step_of)
+from sari_train.training import TrainConfig, make_accelerator, seed_everything, start_run
 
 
 class GRPOConfig(TrainConfig):
@@ -137,43 +133,21 @@ def train_grpo(config: GRPOConfig) -> dict[str, Any]:
     explicit = config.prompt.format != "implicit"
     reward_fns = make_rewards(config.rewards, explicit)
     examples, left_out = load_examples(config.workspace, config.split)
-    held_out = (load_examples(config.workspace, config.eval_split, None, config.eval_limit)[0]
-                if config.eval_split else [])
     sampler = make_sampler(config, examples)
     by_id = {e.id: e for e in examples if e.id in set(sampler.ids)}
 
-    checkpoint = resume_point(config)
-    lm, peft_model = load_policy(config, device, start_from=checkpoint if checkpoint and config.lora is None else None)
-    lm.model.eval()  # no dropout in RL: sampling and the loss see the same function
     reference = None
-    if config.beta > 0 and peft_model is None:  # under LoRA the reference is the base, adapters off
+    if config.beta > 0 and config.lora is None:  # under LoRA the reference is the base, adapters off
         reference = AudioLM.load(config.model, dtype=config.dtype, device=str(device))
         reference.model.requires_grad_(False).eval()
-    optimizer, scheduler = optimizer_and_schedule(lm.model, config, config.max_steps * config.num_iterations)
-    start = 0
-    if checkpoint is not None:
-        state = load_checkpoint(checkpoint, lm, optimizer, scheduler, accelerator)
-        sampler.load_state_dict(state["sampler"])
-        start = step_of(checkpoint)
-    model = accelerator.prepare(lm.model)
-    log = MetricsLog(config.out, accelerator.is_main_process, resume_step=start if checkpoint else None,
-                     tensorboard=config.tensorboard)
-
-    accuracy: dict[int, float] = {}
-
-    def evaluate(step: int) -> None:
-        if held_out:
-            scores = held_out_accuracy(lm, held_out, config.workspace, config.prompt, config.eval_max_new_tokens,
-                                       accelerator)
-            accuracy[step] = round(scores["eval/accuracy"], 1)
-            log.log(step, scores)
-
-    if start == 0:
-        evaluate(0)
+    run = start_run(config, accelerator, sampler, config.max_steps * config.num_iterations)
+    lm, peft_model, model, optimizer, scheduler, log = (run.lm, run.peft_model, run.model, run.optimizer,
+                                                         run.scheduler, run.log)
+    lm.model.eval()  # no dropout in RL: sampling and the loss see the same function
     g, per_micro = config.num_generations, config.prompts_per_batch
     per_rank = per_micro * config.grad_accum
-    for step in tqdm(range(start + 1, config.max_steps + 1), desc="grpo", initial=start, total=config.max_steps,
-                     disable=not accelerator.is_main_process):
+    for step in tqdm(range(run.start + 1, config.max_steps + 1), desc="grpo", initial=run.start,
+                     total=config.max_steps, disable=not accelerator.is_main_process):
         t0 = time.perf_counter()
         # 1. sample: this process's share of the step's prompts, G completions each
         ids = sampler.take(per_rank * world)
@@ -243,18 +217,10 @@ def train_grpo(config: GRPOConfig) -> dict[str, Any]:
                                 "completion": x.texts[i], "reward": float(x.rewards[i])}
                                for i in range(min(config.log_completions, len(x.texts)))])
         if config.eval_every and step % config.eval_every == 0 and step != config.max_steps:
-            evaluate(step)
+            run.evaluate(step)
         if config.save_every and step % config.save_every == 0:
-            save_checkpoint(config.out, step, lm, peft_model, config, accelerator, optimizer, scheduler,
-                            {"sampler": sampler.state_dict()})
-    evaluate(config.max_steps)
-    final = config.out / "final"
-    if accelerator.is_main_process:
-        save_model(final, lm, peft_model, config)
-    curves = log.close()
-    accelerator.wait_for_everyone()
-    return {"final": str(final), "curves": str(curves), "examples": len(by_id), "left_out": left_out,
-            "steps": config.max_steps, "held-out accuracy % by step": accuracy}
+            run.checkpoint(step, sampler)
+    return {**run.finish(), "examples": len(by_id), "left_out": left_out}
 
 
 def make_sampler(config: GRPOConfig, examples: list[Example]) -> CurriculumSampler:
@@ -275,7 +241,7 @@ def refill(groups: list[Groups], config: GRPOConfig, sampler: CurriculumSampler,
            lm: AudioLM, reward_fns: list[Reward], step: int, accelerator: Any) -> list[Groups]:
     """Drop zero-variance groups and sample replacements, up to `max_resample_rounds` rounds.
     All processes draw from the shared sampler together, so their orders stay in step."""
-    g, world, rank = config.num_generations, accelerator.num_processes, accelerator.process_index
+    g, rank = config.num_generations, accelerator.process_index
     kept = [x.keep([i for i, z in enumerate(losses.zero_variance_groups(x.rewards, g).tolist()) if not z])
             for x in groups]
     kept = [x for x in kept if x.examples]

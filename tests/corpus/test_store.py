@@ -7,7 +7,7 @@ import soundfile as sf
 
 from corpus.clips import load_clip, pcm_sha256, save_clip, to_pcm16
 from corpus.provenance import recorded_run
-from corpus.records import ChainOfThought, Item, Quarantine, Rollout
+from corpus.records import ChainOfThought, Quarantine, Rollout
 from corpus.store import Workspace, WorkspaceError
 from corpus.testing import dummy_clip, dummy_item
 
