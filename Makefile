@@ -44,7 +44,7 @@ demo: setup
 	$(BIN)/sari-train eval --model base=$(RUNS)/base/final --model sft=$(RUNS)/sft/final \
 	  --model sft+grpo=$(RUNS)/grpo/final --workspace $(DEMO) --split test --max-new-tokens 320 --out workspaces/eval
 	@echo "== 8/8 the dataset card and a Hub-layout export (nothing is uploaded)"
-	$(BIN)/sari-data publish $(DEMO) --quiet
+	$(BIN)/sari-data publish $(DEMO) --quiet --description "The toy corpus of the SARI toolkit's make demo: synthetic tones and sweeps, answers known by construction."
 	@echo "\nPlots: $(DEMO)/stats.png, $(DEMO)/exports/difficulty*.png, $(RUNS)/{base,sft,grpo}/curves.png,"
 	@echo "       workspaces/eval/accuracy.png; card: $(DEMO)/exports/hub/README.md"
 	@echo "Ablations (about N min): $(BIN)/sari-train experiment --config pipelines/experiments/ablations.yaml"

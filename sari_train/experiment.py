@@ -81,7 +81,8 @@ def sft_stage(config: ExperimentConfig, fmt: str, seed: int) -> Path:
         **fields, "model": config.base, "workspace": config.workspace,
         "prompt": {**fields.get("prompt", {}), "format": fmt}, "seed": seed,
         "out": config.out / f"sft-{fmt}-seed{seed}", "eval_split": None})
-    return run_stage(stage, train_sft, f"SFT warm-up on {fmt} chains, seed {seed}")
+    target = "answers only" if fmt == "implicit" else f"{fmt} chains"
+    return run_stage(stage, train_sft, f"SFT warm-up on {target}, seed {seed}")
 
 
 def grpo_stage(config: ExperimentConfig, name: str, arm: Arm, seed: int, start: str) -> Path:
@@ -142,20 +143,17 @@ def summarise(results: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for arm, runs in results.groupby("arm", sort=False):
         row = {"arm": arm, "label": runs["label"].iloc[0], "seeds": len(runs)}
-        for g in groups:
-            std = runs[g].std(ddof=1) if len(runs) > 1 else 0.0
-            row[g] = f"{runs[g].mean():.1f} ± {std:.1f}"
+        for g in groups:  # a single run (the base) has no spread to show
+            row[g] = f"{runs[g].mean():.1f} ± {runs[g].std(ddof=1):.1f}" if len(runs) > 1 else f"{runs[g].mean():.1f}"
         rows.append(row)
     return pd.DataFrame(rows)
 
 
 def markdown(summary: pd.DataFrame, config: ExperimentConfig, command: str) -> str:
-    header = ["arm", "what it does", "seeds", *[c for c in summary.columns if c in GROUPS]]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for _, row in summary.iterrows():
-        lines.append("| " + " | ".join(str(row[c]) if c not in ("what it does",) else row["label"]
-                                       for c in ["arm", "what it does", "seeds",
-                                                 *[c for c in summary.columns if c in GROUPS]]) + " |")
+    """The summary as a Markdown table, headed by what was measured and the command that measures it."""
+    table = summary.rename(columns={"label": "what it does"})
+    lines = ["| " + " | ".join(table.columns) + " |", "|" + "---|" * len(table.columns)]
+    lines += ["| " + " | ".join(str(v) for v in row) + " |" for row in table.itertuples(index=False)]
     return (f"Held-out accuracy (%, MMAU rule, greedy) on split `{config.eval_split}`, mean ± sample std over "
             f"seeds {config.seeds}.\nRegenerate: `{command}`\n\n" + "\n".join(lines) + "\n")
 
