@@ -38,8 +38,8 @@ def add_config_flags(parser: argparse.ArgumentParser, cls: type[BaseModel]) -> N
         if not _is_scalar(field.annotation):
             continue
         flag = "--" + name.replace("_", "-")
-        default = field.default if field.default is not None else "none"
-        help_text = f"{field.description or ''} (default: {default})".strip()
+        default = "required" if field.is_required() else f"default: {'none' if field.default is None else field.default}"
+        help_text = f"{field.description or ''} ({default})".strip()
         if field.annotation is bool:
             parser.add_argument(flag, dest=f"cfg_{name}", action=argparse.BooleanOptionalAction, default=None,
                                 help=help_text)

@@ -11,8 +11,8 @@ seed (the seed drives data order, sampling and dropout; the base model and the c
 and is scored greedily on the held-out split with the MMAU rule, in its own prompt format.
 
 Stages are shared and kept: the SFT of one format and seed serves every arm that needs it, and a
-stage whose final model exists is not run again, so a stopped experiment continues where it
-stopped and re-running a finished one only re-prints its table. Writes, in `out`:
+stage whose final model was made with the same settings is not run again (scores likewise), so a
+stopped experiment continues where it stopped and re-running a finished one only re-prints its table. Writes, in `out`:
 `results.csv` (one row per arm and seed), `table.md` (mean ± sample std over seeds, per task),
 `accuracy.png`, and the runs themselves (`sft-<format>-seed<N>/`, `<arm>-seed<N>/`).
 """

@@ -1,6 +1,6 @@
 """`sari-train sft`: supervised warm-up on answers or chains of thought, loss on the completion only.
 
-    sari-train sft --model models/tiny-qwen2-audio --workspace workspaces/demo --max-steps 300 --lr 2e-3  # CPU smoke
+    sari-train sft --model models/tiny-qwen2-audio --workspace workspaces/demo --max-steps 300 --lr 1e-3  # CPU smoke
     sari-train sft --config pipelines/train/sari-qwen2-audio.yaml                                         # one GPU
     accelerate launch --num_processes 8 -m sari_train.cli sft --config pipelines/train/sari-qwen2-audio.yaml
 
