@@ -166,13 +166,13 @@ class Workspace:
 
     def count(self, table: str, where: str = "", params: Sequence[Any] = ()) -> int:
         _check_table(table)
-        return self.con.execute(f"SELECT count(*) FROM {table} {_where(where)}", list(params)).fetchall()[0][0]
+        return self.con.execute(f"SELECT count(*) FROM {table} {where_clause(where)}", list(params)).fetchall()[0][0]
 
     def frame(self, table: str, where: str = "", params: Sequence[Any] = (), order_by: str = "") -> pd.DataFrame:
         """A table (optionally filtered) as a DataFrame, in primary-key order unless told otherwise."""
         _check_table(table)
         order = order_by or ", ".join(TABLES[table][1])
-        return self.con.execute(f"SELECT * FROM {table} {_where(where)} ORDER BY {order}", list(params)).df()
+        return self.con.execute(f"SELECT * FROM {table} {where_clause(where)} ORDER BY {order}", list(params)).df()
 
     def records(self, cls: type[R], where: str = "", params: Sequence[Any] = ()) -> Iterator[R]:
         frame = self.frame(TABLE_OF[cls], where, params)
@@ -316,7 +316,7 @@ def _check_table(table: str) -> None:
         raise WorkspaceError(f"unknown table {table!r}; tables: {', '.join(TABLES)}")
 
 
-def _where(where: str) -> str:
+def where_clause(where: str) -> str:
     return f"WHERE {where}" if where else ""
 
 
@@ -347,164 +347,3 @@ def _is_missing(value: Any) -> bool:
         return bool(pd.isna(value))
     except (TypeError, ValueError):  # lists and arrays are never "missing"
         return False
-
-
-# --- publishing: item rows joined with their CoTs or difficulty, and the card's counts ---------
-
-PUBLISH_VIEWS = ("all", "sft", "rl", "eval")
-
-
-def view_frame(ws: Workspace, view: str, *, splits: Sequence[str] = (), difficulty_model: str | None = None,
-               min_correct: int = 0) -> pd.DataFrame:
-    """Items of one publishing view in (split, id) order: `all`/`eval` are items as they are, `sft`
-    adds valid CoT texts (items with at least one), `rl` adds one model's difficulty row."""
-    select, joins, where, params = "i.*", "", ["true"], []
-    if view == "sft":
-        select += (", s.text AS cot_structured, f.text AS cot_free, "
-                   "coalesce(s.generator, f.generator) AS cot_generator")
-        joins = ("LEFT JOIN cots s ON s.item_id = i.id AND s.style = 'structured' AND s.valid "
-                 "LEFT JOIN cots f ON f.item_id = i.id AND f.style = 'free' AND f.valid")
-        where.append("(s.text IS NOT NULL OR f.text IS NOT NULL)")
-    elif view == "rl":
-        select += ", d.model AS difficulty_model, d.k, d.n_correct, d.pass_rate, d.bucket"
-        joins = "JOIN difficulty d ON d.item_id = i.id AND d.model = ?"
-        where.append("d.n_correct >= ?")
-        params += [difficulty_model, min_correct]
-    elif view not in PUBLISH_VIEWS:
-        raise WorkspaceError(f"unknown view {view!r}; views: {', '.join(PUBLISH_VIEWS)}")
-    if splits:
-        where.append(f"i.split IN ({', '.join('?' for _ in splits)})")
-        params += list(splits)
-    sql = f"SELECT {select} FROM items i {joins} WHERE {' AND '.join(where)} ORDER BY i.split, i.id"
-    return ws.con.execute(sql, params).df()
-
-
-def table_exists(ws: Workspace, table: str) -> bool:
-    found = ws.con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [table])
-    return found.fetchall()[0][0] > 0
-
-
-CARD_QUERIES = {
-    "licenses": "SELECT source, license, count(*) AS n FROM items GROUP BY ALL ORDER BY ALL",
-    "captions": """SELECT coalesce(caption_source, '(none)') AS caption_source, count(*) AS n FROM items
-                   GROUP BY ALL ORDER BY ALL""",
-    "cots": "SELECT style, generator, valid, count(*) AS n FROM cots GROUP BY ALL ORDER BY ALL",
-    "difficulty": """SELECT model, k, count(*) AS items, count(*) FILTER (WHERE n_correct = 0) AS never_correct,
-                     round(avg(pass_rate), 4) AS mean_pass_rate FROM difficulty GROUP BY ALL ORDER BY ALL""",
-    "rollouts": "SELECT model, settings, count(*) AS rollouts FROM rollouts GROUP BY ALL ORDER BY ALL",
-    "quarantine": "SELECT reason, count(*) AS n FROM quarantine GROUP BY ALL ORDER BY ALL",
-    "totals": """SELECT count(*) AS items, coalesce(sum(audio_duration_s), 0) AS audio_seconds,
-                 count(*) - count(audio_sha256) AS no_audio FROM items""",
-    "positions": """SELECT len(choices) AS n_choices, chr(65 + answer_index) AS position, count(*) AS n
-                    FROM items GROUP BY ALL ORDER BY ALL""",
-}
-
-
-def card_frame(ws: Workspace, name: str) -> pd.DataFrame:
-    """One of the fixed `CARD_QUERIES` the data card reports."""
-    return ws.con.execute(CARD_QUERIES[name]).df()
-
-
-def bucket_counts(ws: Workspace, model: str) -> pd.DataFrame:
-    return ws.con.execute(
-        "SELECT coalesce(d.bucket::VARCHAR, '(none)') AS bucket, i.split, count(*) AS n FROM difficulty d "
-        "JOIN items i ON i.id = d.item_id WHERE d.model = ? GROUP BY ALL ORDER BY ALL", [model]).df()
-
-
-def contamination_summary(ws: Workspace) -> pd.DataFrame | None:
-    """Matches per benchmark and method, or None when decontamination never ran in this workspace
-    (no rows, and no successful build whose recipe had a `decontaminate` step)."""
-    ran = ws.count("runs", "status = 'ok' AND provenance LIKE ?", ['%"kind": "decontaminate"%']) > 0
-    if not ran and ws.count("contamination") == 0:
-        return None
-    return ws.con.execute(
-        "SELECT benchmark, method, count(*) AS matches, count(DISTINCT c.item_id) AS items_flagged, "
-        "count(DISTINCT i.id) AS flagged_items_in_corpus FROM contamination c "
-        "LEFT JOIN items i ON i.id = c.item_id GROUP BY ALL ORDER BY ALL").df()
-# --- viewer queries: read-only; user input only ever travels as `?` parameters -----------------
-
-# filter name -> condition on `items i` left-joined with one model's difficulty rows `d`.
-ITEM_FILTERS: dict[str, str] = {
-    "source": "i.source = ?",
-    "task": "i.task = ?",
-    "family": f"{DIMENSIONS['family']} = ?",
-    "split": "i.split = ?",
-    "bucket": "d.bucket = ?",
-    "pass_min": "d.pass_rate >= ?",
-    "pass_max": "d.pass_rate <= ?",
-    "has_cot": "(i.id IN (SELECT item_id FROM cots WHERE valid)) = ?",
-    "contaminated": "{contaminated} = ?",
-    "q": "contains(lower(i.question), lower(?))",
-}
-
-
-def has_contamination(ws: Workspace) -> bool:
-    """Whether decontamination found anything in this workspace (the flag is meaningless otherwise)."""
-    return ws.count("contamination") > 0
-
-
-def default_difficulty_model(ws: Workspace) -> str | None:
-    """The model with the most difficulty rows: the one the viewer shows unless told otherwise."""
-    rows = ws.con.execute("SELECT model FROM difficulty GROUP BY model ORDER BY count(*) DESC, model LIMIT 1").fetchall()
-    return rows[0][0] if rows else None
-
-
-_DIFFICULTY_JOIN = "LEFT JOIN (SELECT * FROM difficulty WHERE model = ?) d ON d.item_id = i.id"
-
-
-def _item_where(ws: Workspace, filters: dict[str, Any]) -> tuple[str, list[Any], str]:
-    """WHERE clause of the item table view, its parameters, and the SQL of the contamination flag."""
-    contaminated = "(i.id IN (SELECT item_id FROM contamination))" if has_contamination(ws) else "false"
-    conditions, params = [], []
-    for name, value in filters.items():
-        if name not in ITEM_FILTERS:
-            raise WorkspaceError(f"unknown item filter {name!r}; filters: {', '.join(ITEM_FILTERS)}")
-        conditions.append(ITEM_FILTERS[name].format(contaminated=contaminated))
-        params.append(value)
-    return _where(" AND ".join(conditions)), params, contaminated
-
-
-def item_page(ws: Workspace, filters: dict[str, Any], model: str | None, limit: int, offset: int
-              ) -> tuple[int, pd.DataFrame]:
-    """(matching item count, one page of rows) for the viewer's table, in id order."""
-    where, params, contaminated = _item_where(ws, filters)
-    # The count skips the difficulty join when no filter needs it (30x faster on 100k items).
-    joined = any(name in filters for name in ("bucket", "pass_min", "pass_max"))
-    total = ws.con.execute(f"SELECT count(*) FROM items i {_DIFFICULTY_JOIN if joined else ''} {where}",
-                           [model] * joined + params).fetchall()[0][0]
-    # Page ids first, then columns for those rows only: deep pages sort ids, not whole rows.
-    page = ws.con.execute(
-        f"WITH page AS (SELECT i.id, d.pass_rate, d.bucket FROM items i {_DIFFICULTY_JOIN} {where} "
-        f"ORDER BY i.id LIMIT ? OFFSET ?) "
-        f"SELECT i.id, i.source, i.task, {DIMENSIONS['family']} AS family, i.split, i.question, "
-        f"i.audio_duration_s AS duration_s, page.pass_rate, page.bucket, "
-        f"(i.id IN (SELECT item_id FROM cots WHERE valid)) AS has_cot, {contaminated} AS contaminated "
-        f"FROM items i JOIN page ON page.id = i.id ORDER BY i.id", [model, *params, limit, offset]).df()
-    return total, page
-
-
-def facet_counts(ws: Workspace, model: str | None) -> dict[str, pd.DataFrame]:
-    """Values (and counts) a filter can take: source, task, family, split, and the model's buckets."""
-    found = {name: ws.con.execute(f"SELECT {DIMENSIONS.get(name, name)} AS value, count(*) AS n FROM items "
-                                  f"GROUP BY 1 ORDER BY 1").df() for name in ("source", "task", "family", "split")}
-    found["bucket"] = ws.con.execute("SELECT bucket AS value, count(*) AS n FROM difficulty WHERE model = ? "
-                                     "AND bucket IS NOT NULL GROUP BY 1 ORDER BY 1", [model]).df()
-    found["model"] = ws.con.execute("SELECT model AS value, count(*) AS n FROM difficulty GROUP BY 1 ORDER BY 1").df()
-    return found
-
-
-def contamination_rows(ws: Workspace, item_id: str) -> pd.DataFrame:
-    if not has_contamination(ws):
-        return pd.DataFrame()
-    return ws.con.execute("SELECT * FROM contamination WHERE item_id = ? ORDER BY ALL", [item_id]).df()
-
-
-def quarantine_examples(ws: Workspace, per_reason: int) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(count and sources per reason, the first `per_reason` records of each reason)."""
-    groups = ws.con.execute("SELECT reason, count(*) AS n, list(DISTINCT source ORDER BY source) AS sources "
-                            "FROM quarantine GROUP BY reason ORDER BY n DESC, reason").df()
-    examples = ws.con.execute(
-        "SELECT reason, source, locator, message FROM quarantine "
-        "QUALIFY row_number() OVER (PARTITION BY reason ORDER BY source, locator) <= ? "
-        "ORDER BY reason, source, locator", [per_reason]).df()
-    return groups, examples

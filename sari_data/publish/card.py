@@ -15,7 +15,8 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from corpus.store import Workspace, bucket_counts, card_frame, contamination_summary
+from corpus.publishing import bucket_counts, card_frame, contamination_summary
+from corpus.store import Workspace
 from sari_data.publish.export import ConfigExport, ExportOptions
 from sari_data.stats import summary_tables
 

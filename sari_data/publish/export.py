@@ -25,7 +25,8 @@ import pyarrow.parquet as pq
 from datasets import Audio, Features, List, Value
 from tqdm import tqdm
 
-from corpus.store import Workspace, WorkspaceError, view_frame
+from corpus.publishing import view_frame
+from corpus.store import Workspace, WorkspaceError
 
 ROW_GROUP = 100  # small row groups keep the Hub viewer responsive on audio rows
 SPLIT_NAME = re.compile(r"^\w+(\.\w+)*$")  # what the Hub accepts as a split name

@@ -13,7 +13,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from corpus.provenance import recorded_run
-from corpus.store import Workspace, WorkspaceError, card_frame
+from corpus.publishing import card_frame
+from corpus.store import Workspace, WorkspaceError
 from sari_data.publish.card import render_card
 from sari_data.publish.export import (ConfigExport, ExportOptions, check_replaceable, export, manifest,
                                       staging_folder, swap_in)

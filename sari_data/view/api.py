@@ -1,6 +1,6 @@
 """The viewer's JSON API: query parameters in, JSON-ready dicts out.
 
-No HTTP here, so every payload is testable without a server. All SQL lives in corpus/store.py;
+No HTTP here, so every payload is testable without a server. All SQL lives in corpus/browsing.py;
 user input reaches it only as query parameters. Item text is returned as plain JSON strings: the
 page inserts it with textContent, so a question holding HTML or a script shows as text.
 """
@@ -14,7 +14,7 @@ from urllib.parse import quote
 
 import pandas as pd
 
-from corpus import store
+from corpus import browsing
 from corpus.records import ChainOfThought, Item
 from corpus.store import Workspace
 from sari_train.prompts import structured_sections
@@ -47,13 +47,13 @@ def _number(name: str, text: str, kind: type, low: float, high: float) -> Any:
 
 
 def parse_item_query(query: dict[str, list[str]]) -> tuple[dict[str, Any], str | None, int, int]:
-    """(filters for store.item_page, difficulty model or None for the default, page, per page)."""
-    known = set(store.ITEM_FILTERS) | {"model", "page", "per_page"}
+    """(filters for browsing.item_page, difficulty model or None for the default, page, per page)."""
+    known = set(browsing.ITEM_FILTERS) | {"model", "page", "per_page"}
     unknown = sorted(set(query) - known)
     if unknown:
         raise BadRequest(f"unknown parameter {unknown[0]!r}; known: {', '.join(sorted(known))}")
     filters: dict[str, Any] = {}
-    for name in store.ITEM_FILTERS:
+    for name in browsing.ITEM_FILTERS:
         text = _one(query, name)
         if text is None:
             continue
@@ -81,17 +81,17 @@ def records(frame: pd.DataFrame) -> list[dict[str, Any]]:
 
 def items(ws: Workspace, query: dict[str, list[str]]) -> dict[str, Any]:
     filters, model, page, per_page = parse_item_query(query)
-    model = model or store.default_difficulty_model(ws)
-    total, rows = store.item_page(ws, filters, model, per_page, (page - 1) * per_page)
+    model = model or browsing.default_difficulty_model(ws)
+    total, rows = browsing.item_page(ws, filters, model, per_page, (page - 1) * per_page)
     return {"total": total, "page": page, "per_page": per_page, "pages": max(1, -(-total // per_page)),
             "model": model, "filters": filters, "items": records(rows)}
 
 
 def facets(ws: Workspace) -> dict[str, Any]:
-    model = store.default_difficulty_model(ws)
-    found = {name: records(frame) for name, frame in store.facet_counts(ws, model).items()}
-    return {**found, "default_model": model, "has_contamination": store.has_contamination(ws),
-            "filters": list(store.ITEM_FILTERS)}
+    model = browsing.default_difficulty_model(ws)
+    found = {name: records(frame) for name, frame in browsing.facet_counts(ws, model).items()}
+    return {**found, "default_model": model, "has_contamination": browsing.has_contamination(ws),
+            "filters": list(browsing.ITEM_FILTERS)}
 
 
 def audio_url(item: Item) -> str | None:
@@ -121,13 +121,13 @@ def item_detail(ws: Workspace, item_id: str, runs_limit: int = 20) -> dict[str, 
                                              key=lambda c: c.style != "structured")],
         "rollouts": records(ws.frame("rollouts", "item_id = ?", [item_id])),
         "difficulty": records(ws.frame("difficulty", "item_id = ?", [item_id])),
-        "contamination": records(store.contamination_rows(ws, item_id)),
+        "contamination": records(browsing.contamination_rows(ws, item_id)),
         "runs": runs(ws, runs_limit),
     }
 
 
 def quarantine(ws: Workspace, per_reason: int = 5) -> dict[str, Any]:
-    groups, examples = store.quarantine_examples(ws, per_reason)
+    groups, examples = browsing.quarantine_examples(ws, per_reason)
     by_reason: dict[str, list[dict[str, Any]]] = {}
     for row in records(examples):
         by_reason.setdefault(row.pop("reason"), []).append(row)
