@@ -1,6 +1,7 @@
 """The workspace store: one DuckDB file, one table per record kind, keyed by item id.
 
-This is the only module that writes SQL. Upserts are idempotent (a re-run replaces rows, never
+All writes go through here (the read-only queries of publishing and the viewer live in
+corpus/publishing.py and corpus/browsing.py). Upserts are idempotent (a re-run replaces rows, never
 duplicates them) and Parquet exports are atomic (temp file + rename), so any step can be re-run,
 resumed after a kill, and joined with any other by item id.
 """
