@@ -26,20 +26,6 @@ import torch
 G, PROMPTS, NEW_TOKENS, BETA = 8, 2, 32, 0.04
 
 
-def tiny_text_model(folder: Path):
-    from transformers import Qwen2Config, Qwen2ForCausalLM
-
-    from sari_train.models.tiny import build_tokenizer
-
-    tokenizer = build_tokenizer()
-    torch.manual_seed(0)
-    config = Qwen2Config(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512)
-    Qwen2ForCausalLM(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return tokenizer
-
-
 PROMPT_TEXTS = ["Is the tone high or low? Please choose the answer from the following options: ['high', 'low'].",
                 "Which comes first: the tone or the noise? Please choose the answer from the following options: "
                 "['the tone', 'the noise']."]
@@ -146,11 +132,11 @@ def audio_step_time(lm, batch, shared: bool, repeats: int = 3) -> float:
 def main(steps: int = 16) -> None:
     from corpus.testing import noise_clips
     from sari_train.models.adapter import AudioLM
-    from sari_train.models.tiny import build_tiny_qwen2_audio
+    from sari_train.models.tiny import build_tiny_qwen2_audio, build_tiny_text_lm
     from sari_train.prompts import messages
 
     with tempfile.TemporaryDirectory() as tmp:
-        tiny_text_model(Path(tmp) / "text")
+        build_tiny_text_lm(Path(tmp) / "text", hidden_size=64)
         ours_times = our_step_times(Path(tmp) / "text", steps)
         trl_times = trl_step_times(Path(tmp) / "text", steps)
         lm = AudioLM.load(build_tiny_qwen2_audio(Path(tmp) / "audio30", window_seconds=30))

@@ -5,8 +5,9 @@
 
 `--model NAME=PATH` names a column (default: the folder's name). Each model is asked in the prompt
 format it was trained with (read from the `config.yaml` our trainers save next to the weights;
-implicit for other models) unless `--format` sets one for all. Greedy by default. Reports total, per task, per difficulty and per sub-category (micro averages),
-plus accuracy with the options shuffled (MMAU's gold leans to option A). Writes, per model, the
+implicit for other models) unless `--format` sets one for all. Greedy by default. Reports total,
+per task, per difficulty and per sub-category (micro averages), plus accuracy with the options
+shuffled (MMAU's gold leans to option A). Writes, per model, the
 MMAU-format predictions (`model_output`, readable by MMAU's evaluation.py), the MMAR-format ones
 (`answer_prediction`), a report JSON, and one table and PNG comparing all models.
 """

@@ -9,11 +9,11 @@ never the correctness (the chain still goes through the same checks as an LLM's)
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from typing import Any
 
 from corpus.records import Item
+from sari_data.sources.synthetic import scene_caption
 
 # What to listen for, per family (the planning step).
 FOCUS: dict[str, str] = {
@@ -83,17 +83,6 @@ REASON: dict[str, Callable[[dict[str, Any], str], str | None]] = {
     "longer_first_second": _longer, "chirp_direction": _chirp, "pitch_high_low": _high_low,
     "pitch_compare": _compare, "tempo_fast_slow": _tempo, "chord_major_minor": _chord,
 }
-
-
-_CLOCK_TIMES = re.compile(r" from \d+(?:\.\d+)? s to \d+(?:\.\d+)? s")
-_NOISE_LEVEL = re.compile(r" ?Background noise at -?\d+ dB SNR\.")
-
-
-def scene_caption(caption: str) -> str:
-    """The ground-truth caption without clock times and noise level: they bear on no answer, and they
-    are the hardest tokens of a chain for a small model to guess (families that need times, like
-    counting and order, state them in the reasoning)."""
-    return _NOISE_LEVEL.sub("", _CLOCK_TIMES.sub("", caption)).strip()
 
 
 def is_synthetic(item: Item) -> bool:

@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 from corpus.records import Item, Quarantine, make_item_id
 from sari_data.recipe import AvqaSource
-from sari_data.sources.common import Pending, audio_source, pending, read_rows
+from sari_data.sources.common import Pending, audio_source, convert_rows, pending
 
 META_FIELDS = ("video_name", "video_id", "question_relation", "question_type", "dataset_name")
 
@@ -38,13 +39,10 @@ def fields(row: dict[str, Any], source: AvqaSource) -> dict[str, Any]:
 
 def rows(source: AvqaSource) -> Iterator[Pending | Quarantine]:
     """The source's rows as records waiting for audio (text already checked) or quarantine."""
-    root = source.root()
-    for row in read_rows(source.path, source.name):
-        if isinstance(row, Quarantine):
-            yield row
-            continue
-        locator, data = row
-        if data.get("id") is None:
-            yield Quarantine(source=source.name, locator=locator, reason="missing_id", message="the row has no `id`")
-            continue
-        yield pending(Item, locator, fields(data, source), audio_source(root, data.get("audio_path")))
+    return convert_rows(source, record)
+
+
+def record(source: AvqaSource, root: Path, locator: str, row: dict[str, Any]) -> Pending | Quarantine:
+    if row.get("id") is None:
+        return Quarantine(source=source.name, locator=locator, reason="missing_id", message="the row has no `id`")
+    return pending(Item, locator, fields(row, source), audio_source(root, row.get("audio_path")))

@@ -12,12 +12,13 @@ the official word-set rule scores the same) and the original list is kept in met
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 from corpus.benchmarks import BenchmarkError, BenchmarkItem, benchmark_item
 from corpus.records import Item, Quarantine, make_item_id
 from sari_data.recipe import BenchmarkSource
-from sari_data.sources.common import Pending, audio_source, pending, read_rows
+from sari_data.sources.common import Pending, audio_source, convert_rows, pending
 
 KEPT = ("dataset", "difficulty", "category", "sub-category", "modality", "language", "source", "split")
 TASKS = ("sound", "music", "speech")
@@ -48,16 +49,13 @@ def fields(bench: BenchmarkItem, source: BenchmarkSource) -> dict[str, Any]:
 
 def rows(source: BenchmarkSource) -> Iterator[Pending | Quarantine]:
     """The source's rows as records waiting for audio (text already checked) or quarantine."""
-    root = source.root()
-    for row in read_rows(source.path, source.name):
-        if isinstance(row, Quarantine):
-            yield row
-            continue
-        locator, data = row
-        try:
-            bench = benchmark_item(data)
-        except (KeyError, TypeError, BenchmarkError) as err:
-            message = f"missing field {err}" if isinstance(err, KeyError) else str(err)
-            yield Quarantine(source=source.name, locator=locator, reason="invalid_benchmark_record", message=message)
-            continue
-        yield pending(Item, locator, fields(bench, source), audio_source(root, bench.audio))
+    return convert_rows(source, record)
+
+
+def record(source: BenchmarkSource, root: Path, locator: str, row: dict[str, Any]) -> Pending | Quarantine:
+    try:
+        bench = benchmark_item(row)
+    except (KeyError, TypeError, BenchmarkError) as err:
+        message = f"missing field {err}" if isinstance(err, KeyError) else str(err)
+        return Quarantine(source=source.name, locator=locator, reason="invalid_benchmark_record", message=message)
+    return pending(Item, locator, fields(bench, source), audio_source(root, bench.audio))

@@ -4,40 +4,39 @@ clip and its caption; `sari-data questions` writes the multiple-choice items fro
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 from corpus.records import Clip, Quarantine, make_item_id
 from sari_data.recipe import CaptionsSource
-from sari_data.sources.common import Pending, audio_source, pending, read_rows
+from sari_data.sources.common import Pending, audio_source, convert_rows, pending
 
 
 def rows(source: CaptionsSource) -> Iterator[Pending | Quarantine]:
     """The source's rows as records waiting for audio (text already checked) or quarantine."""
-    root = source.root()
-    for row in read_rows(source.path, source.name):
-        if isinstance(row, Quarantine):
-            yield row
-            continue
-        locator, data = row
-        audio = data.get(source.audio_column)
-        source_id = data.get(source.id_column)
-        if source_id is None:  # fall back to the audio path, which names the clip
-            source_id = audio.get("path") if isinstance(audio, dict) else audio
-        if source_id is None:
-            yield Quarantine(source=source.name, locator=locator, reason="missing_id",
-                             message=f"neither `{source.id_column}` nor `{source.audio_column}` is set")
-            continue
-        caption = data.get(source.caption_column) if source.caption_column else None
-        if source.caption_column and not (isinstance(caption, str) and caption.strip()):
-            yield Quarantine(source=source.name, locator=locator, reason="empty_caption",
-                             message=f"`{source.caption_column}` is empty or not text: {caption!r}")
-            continue
-        used = {source.id_column, source.audio_column, source.caption_column}
-        fields = dict(
-            id=make_item_id(source.name, str(source_id)), source=source.name, source_id=str(source_id),
-            task=source.task, caption=caption, caption_source=source.caption_source, license=source.license,
-            split=source.split, meta={k: v for k, v in data.items() if k not in used and _jsonable(v)},
-        )
-        yield pending(Clip, locator, fields, audio_source(root, audio))
+    return convert_rows(source, record)
+
+
+def record(source: CaptionsSource, root: Path, locator: str, row: dict[str, Any]) -> Pending | Quarantine:
+    audio = row.get(source.audio_column)
+    source_id = row.get(source.id_column)
+    if source_id is None:  # fall back to the audio path, which names the clip
+        source_id = audio.get("path") if isinstance(audio, dict) else audio
+    if source_id is None:
+        return Quarantine(source=source.name, locator=locator, reason="missing_id",
+                          message=f"neither `{source.id_column}` nor `{source.audio_column}` is set")
+    caption = row.get(source.caption_column) if source.caption_column else None
+    if source.caption_column and not (isinstance(caption, str) and caption.strip()):
+        return Quarantine(source=source.name, locator=locator, reason="empty_caption",
+                          message=f"`{source.caption_column}` is empty or not text: {caption!r}")
+    used = {source.id_column, source.audio_column, source.caption_column}
+    fields = dict(
+        id=make_item_id(source.name, str(source_id)), source=source.name, source_id=str(source_id),
+        task=source.task, caption=caption, caption_source=source.caption_source, license=source.license,
+        split=source.split, meta={k: v for k, v in row.items() if k not in used and _jsonable(v)},
+    )
+    return pending(Clip, locator, fields, audio_source(root, audio))
+
 
 
 def _jsonable(value: object) -> bool:

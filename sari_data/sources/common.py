@@ -10,7 +10,7 @@ from __future__ import annotations
 import csv
 import json
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -126,6 +126,15 @@ def _dataset_rows(folder: Path) -> Iterator[Row]:
             data = data.cast_column(name, datasets.Audio(decode=False))
     for index, row in enumerate(data):
         yield f"{folder}#{index}", row
+
+
+def convert_rows(source: Any, convert: Callable[[Any, Path, str, dict[str, Any]], Pending | Quarantine]
+                 ) -> Iterator[Pending | Quarantine]:
+    """A file source's rows, each turned into one record by `convert(source, audio_root, locator,
+    row)`; rows that could not be read pass through as the quarantine records `read_rows` made."""
+    root = source.root()
+    for row in read_rows(source.path, source.name):
+        yield row if isinstance(row, Quarantine) else convert(source, root, *row)
 
 
 def audio_source(root: Path, value: Any) -> AudioSource | Failure:

@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 from corpus.records import Item, Quarantine, make_item_id
 from sari_data.recipe import TableSource
-from sari_data.sources.common import Pending, audio_source, pending, read_rows
+from sari_data.sources.common import Pending, audio_source, convert_rows, pending
 
 FIELDS = ("id", "audio", "question", "choices", "answer", "task", "category", "sub_category", "caption")
 
@@ -64,14 +65,11 @@ def fields(row: dict[str, Any], source: TableSource) -> dict[str, Any]:
 
 def rows(source: TableSource) -> Iterator[Pending | Quarantine]:
     """The source's rows as records waiting for audio (text already checked) or quarantine."""
-    root = source.root()
-    for row in read_rows(source.path, source.name):
-        if isinstance(row, Quarantine):
-            yield row
-            continue
-        locator, data = row
-        if data.get(source.columns.get("id", "id")) is None:
-            yield Quarantine(source=source.name, locator=locator, reason="missing_id",
-                             message=f"no `{source.columns.get('id', 'id')}` column value")
-            continue
-        yield pending(Item, locator, fields(data, source), audio_source(root, data.get(source.columns.get("audio", "audio"))))
+    return convert_rows(source, record)
+
+
+def record(source: TableSource, root: Path, locator: str, row: dict[str, Any]) -> Pending | Quarantine:
+    if row.get(source.columns.get("id", "id")) is None:
+        return Quarantine(source=source.name, locator=locator, reason="missing_id",
+                          message=f"no `{source.columns.get('id', 'id')}` column value")
+    return pending(Item, locator, fields(row, source), audio_source(root, row.get(source.columns.get("audio", "audio"))))

@@ -200,6 +200,19 @@ def whisper_sinusoids(length: int, channels: int, max_timescale: float = 10_000.
     return torch.cat([angles.sin(), angles.cos()], dim=1)
 
 
+def build_tiny_text_lm(out_dir: str | Path, hidden_size: int = 64, layers: int = 2, seed: int = 0) -> Path:
+    """Save a random-weight text-only Qwen2ForCausalLM with the tiny tokenizer (the language model of
+    the audio builders alone: for comparing our GRPO with TRL's, which takes text models)."""
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    out = Path(out_dir)
+    tokenizer = build_tokenizer()
+    torch.manual_seed(seed)
+    Qwen2ForCausalLM(Qwen2Config(**_text_config(tokenizer, hidden_size, layers))).save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
+
+
 def build_tiny_qwen2_audio(
     out_dir: str | Path,
     window_seconds: float = 4.0,

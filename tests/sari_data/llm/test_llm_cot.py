@@ -16,7 +16,7 @@ from llm_helpers import config_for, gold_of, good_chain, make_workspace, synthet
 
 from corpus.store import Workspace
 from sari_data.llm.cot import chain_problem, run_cot, templated_chains
-from sari_data.llm.templates import scene_caption
+from sari_data.sources.synthetic import scene_caption
 from sari_data.llm.testing import FakeChatServer, Reply, last_user_text
 from sari_train.prompts import structured_sections
 

@@ -9,24 +9,17 @@ import torch
 pytestmark = pytest.mark.slow  # ~20 s: builds a TRL trainer per case
 trl = pytest.importorskip("trl")
 from datasets import Dataset  # noqa: E402
-from transformers import Qwen2Config, Qwen2ForCausalLM  # noqa: E402
 
 from sari_train.grpo import losses  # noqa: E402
-from sari_train.models.tiny import build_tokenizer  # noqa: E402
+from sari_train.models.tiny import build_tiny_text_lm, build_tokenizer  # noqa: E402
 
 G, MAX_LEN, TEMPERATURE = 4, 6, 0.7
 
 
 @pytest.fixture(scope="module")
 def text_model(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("tiny-text")
-    tokenizer = build_tokenizer()
-    torch.manual_seed(0)
-    config = Qwen2Config(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128)
-    Qwen2ForCausalLM(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder, tokenizer
+    folder = build_tiny_text_lm(tmp_path_factory.mktemp("tiny-text"), hidden_size=32)
+    return folder, build_tokenizer()
 
 
 @pytest.fixture(scope="module")
