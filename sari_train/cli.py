@@ -17,6 +17,7 @@ import json
 import sys
 from pathlib import Path
 
+from corpus.store import WorkspaceError
 from sari_train.config import ConfigError, add_config_flags, load_config
 from sari_train.evaluate import EvalConfig
 from sari_train.evaluate import __doc__ as EVAL_DOC
@@ -127,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         args.run(args)
-    except ConfigError as err:
+    except (ConfigError, WorkspaceError) as err:
         print(f"sari-train {args.command}: error: {err}", file=sys.stderr)
         return 2
     return 0

@@ -68,3 +68,28 @@ def test_experiment_runs_every_arm_and_seed_and_reuses_finished_stages(tiny_mode
     monkeypatch.setattr("sari_train.grpo.train.train_grpo", lambda *a, **k: calls.append(a))
     again = run_experiment(config, "sari-train experiment --config x.yaml")
     assert calls == [] and again["gains"] == outcome["gains"]
+
+
+def test_experiment_command_says_what_is_missing_in_one_line(tmp_path, capsys):
+    from sari_train.cli import main
+
+    base = tmp_path / "base"
+    base.mkdir()
+    assert main(["experiment", "--workspace", str(tmp_path / "nowhere"), "--base", str(base),
+                 "--set", "arms={a: {}}"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("sari-train experiment: error: no workspace at") and "sari-data build" in err
+    assert main(["experiment", "--workspace", str(tmp_path), "--base", str(tmp_path / "missing"),
+                 "--set", "arms={a: {}}"]) == 2
+    assert "base model" in capsys.readouterr().err and "\n" not in err
+
+
+def test_required_fields_say_so_in_help():
+    import argparse
+
+    from sari_train.config import add_config_flags
+
+    parser = argparse.ArgumentParser()
+    add_config_flags(parser, ExperimentConfig)
+    text = parser.format_help()
+    assert "PydanticUndefined" not in text and "(required)" in text and "(default: none)" in text

@@ -12,6 +12,7 @@ from sari_train.models.tiny import (
     build_tokenizer,
     omni_audio_inputs,
     omni_audio_token_count,
+    whisper_sinusoids,
 )
 
 WINDOW = 4
@@ -143,3 +144,25 @@ def test_fractional_window_is_refused(tmp_path):
     with pytest.raises(ValueError, match="whole number"):
         build_tiny_qwen2_audio(tmp_path, window_seconds=2.5)
     assert not any(tmp_path.iterdir())
+
+
+def test_whisper_sinusoids_by_hand():
+    table = whisper_sinusoids(3, 4)  # timescales 1 and 1/10000: row t is sin(t), sin(t/1e4), cos(t), cos(t/1e4)
+    expected = torch.tensor([[0.0, 0.0, 1.0, 1.0],
+                             [np.sin(1.0), np.sin(1e-4), np.cos(1.0), np.cos(1e-4)],
+                             [np.sin(2.0), np.sin(2e-4), np.cos(2.0), np.cos(2e-4)]], dtype=torch.float32)
+    assert torch.allclose(table, expected, atol=1e-6)
+
+
+def test_qwen2_audio_positions_are_whisper_sinusoids_and_stay_fixed(qwen2_audio_dir):
+    from types import SimpleNamespace
+
+    from sari_train.training import load_policy
+
+    model = Qwen2AudioForConditionalGeneration.from_pretrained(qwen2_audio_dir)
+    positions = model.get_submodule("model.audio_tower.embed_positions").weight
+    assert torch.equal(positions, whisper_sinusoids(*positions.shape))
+    lm, _ = load_policy(SimpleNamespace(model=str(qwen2_audio_dir), dtype="float32", lora=None), torch.device("cpu"),
+                        train_audio=True)
+    trainable = {n for n, p in lm.model.named_parameters() if p.requires_grad}
+    assert not any("embed_positions" in n for n in trainable) and any("audio_tower" in n for n in trainable)
