@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
@@ -29,10 +28,12 @@ from pydantic import Field
 from tqdm import tqdm
 
 from corpus.scoring import exact_match
+from sari_train import shared_prefix
 from sari_train.config import ConfigError
 from sari_train.data import Example, load_difficulty, load_examples, waveform
 from sari_train.grpo import losses
 from sari_train.grpo.curriculum import CurriculumSampler
+from sari_train.grpo.groups import Groups, Tally, cat, pooled_std, step_metrics
 from sari_train.grpo.rewards import Reward, hacked, make_rewards, score
 from sari_train.models.adapter import AudioLM
 from sari_train.prompts import messages
@@ -63,33 +64,8 @@ class GRPOConfig(TrainConfig):
     difficulty_model: str | None = Field(None, description="whose difficulty buckets to use (if several)")
     band: tuple[float, float] | None = Field(None, description="online band-pass [low, high] on running pass rates")
     log_completions: int = Field(2, ge=0, description="sample completions written per logged step")
-
-
-@dataclass
-class Groups:
-    """G completions for each of a micro-batch's prompts, and everything the loss needs."""
-
-    examples: list[Example]
-    generated: Generated
-    texts: list[str]
-    rewards: torch.Tensor  # (n·G,)
-    parts: dict[str, list[float]]
-    correct: torch.Tensor  # (n·G,) exact-match accuracy, for pass rates
-    advantages: torch.Tensor | None = None
-    old_logp: torch.Tensor | None = None
-    ref_logp: torch.Tensor | None = None
-
-    def keep(self, rows: list[int]) -> Groups:
-        """Only the groups at `rows` (prompt indices)."""
-        g = len(self.texts) // len(self.examples)
-        idx = torch.tensor([r * g + j for r in rows for j in range(g)], dtype=torch.long)
-        gen = self.generated
-        prompt = type(gen.prompt)(*(t[idx] for t in (gen.prompt.input_ids, gen.prompt.attention_mask,
-                                                      gen.prompt.input_features, gen.prompt.feature_attention_mask)))
-        return Groups([self.examples[r] for r in rows],
-                      Generated(prompt, gen.prompt_embeds[idx], gen.completion_ids[idx], gen.completion_mask[idx]),
-                      [self.texts[i] for i in idx], self.rewards[idx], {k: [v[i] for i in idx] for k, v in
-                                                                      self.parts.items()}, self.correct[idx])
+    shared_prefix: bool = Field(True, description="training passes run each prompt once per group (false: prompt "
+                                                  "+ completion per row, the plain path, for comparison)")
 
 
 def sample_groups(lm: AudioLM, examples: list[Example], config: GRPOConfig, rewards: list[Reward],
@@ -116,12 +92,37 @@ def sample_groups(lm: AudioLM, examples: list[Example], config: GRPOConfig, rewa
     return Groups(examples, generated, texts, torch.tensor(totals), parts, torch.tensor(correct))
 
 
-def completion_logits(lm: AudioLM, gen: Generated, model: torch.nn.Module | None = None) -> torch.Tensor:
-    """Logits at the positions that predict each completion token, shape (N, L, V)."""
+def completion_logits(lm: AudioLM, gen: Generated, config: GRPOConfig,
+                      model: torch.nn.Module | None = None) -> torch.Tensor:
+    """Logits at the positions that predict each completion token, shape (N, L, V). Shared: each
+    prompt runs once per group (shared_prefix.py); plain: every row runs prompt + completion."""
+    if config.shared_prefix:
+        return shared_prefix.completion_logits(lm, gen, config.num_generations, model)
     ids = torch.cat([gen.prompt.input_ids, gen.completion_ids], dim=1)
     mask = torch.cat([gen.prompt.attention_mask, gen.completion_mask], dim=1)
     logits = lm.logits(ids, mask, gen.prompt_embeds, gen.prompt.feature_attention_mask, model=model)
     return logits[:, gen.prompt.input_ids.shape[1] - 1:-1]
+
+
+def micro_batch_loss(lm: AudioLM, model: torch.nn.Module, x: Groups, config: GRPOConfig, step_tokens: float,
+                     micro_batches: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The policy pass over one micro-batch: its share of the step's loss (ready for backward) and
+    its (sum, count) statistics."""
+    gen = x.generated
+    logits = completion_logits(lm, gen, config, model)
+    logp = losses.token_logprobs(logits, gen.completion_ids, config.temperature)
+    loss, stats = losses.policy_loss(
+        logp, logp.detach() if x.old_logp is None else x.old_logp, x.advantages, gen.completion_mask,
+        loss_type=config.loss_type, epsilon_low=config.epsilon_low, epsilon_high=config.epsilon_high,
+        beta=config.beta, ref_logp=x.ref_logp, kl_estimator=config.kl_estimator,
+        max_completion_length=config.max_completion_length, step_tokens=step_tokens,
+        kl_ratio_weight=config.kl_ratio_weight)
+    # dapo already divides by the step's tokens; the others average the micro-batches
+    share = loss if config.loss_type == "dapo" else loss / micro_batches
+    mask = gen.completion_mask.float()
+    stats["entropy"] = torch.stack([(losses.token_entropy(logits, config.temperature) * mask).sum(), mask.sum()])
+    stats["loss"] = torch.stack([share.detach().cpu(), torch.tensor(1.0 / micro_batches)])  # the step's objective
+    return share, stats
 
 
 def train_grpo(config: GRPOConfig) -> dict[str, Any]:
@@ -130,8 +131,7 @@ def train_grpo(config: GRPOConfig) -> dict[str, Any]:
     accelerator = make_accelerator()
     rank, world, device = accelerator.process_index, accelerator.num_processes, accelerator.device
     seed_everything(config.seed)
-    explicit = config.prompt.format != "implicit"
-    reward_fns = make_rewards(config.rewards, explicit)
+    reward_fns = make_rewards(config.rewards, explicit=config.prompt.format != "implicit")
     examples, left_out = load_examples(config.workspace, config.split)
     sampler = make_sampler(config, examples)
     by_id = {e.id: e for e in examples if e.id in set(sampler.ids)}
@@ -149,67 +149,52 @@ def train_grpo(config: GRPOConfig) -> dict[str, Any]:
     for step in tqdm(range(run.start + 1, config.max_steps + 1), desc="grpo", initial=run.start,
                      total=config.max_steps, disable=not accelerator.is_main_process):
         t0 = time.perf_counter()
-        # 1. sample: this process's share of the step's prompts, G completions each
+        # 1. sample and reward: this process's share of the step's prompts, G completions each
         ids = sampler.take(per_rank * world)
         mine = [by_id[i] for i in ids[rank * per_rank:(rank + 1) * per_rank]]
         groups = [sample_groups(lm, mine[k:k + per_micro], config, reward_fns,
                                 seed=_seed(config.seed, step, rank * config.grad_accum + k // per_micro))
                   for k in range(0, per_rank, per_micro)]
-        zero_std = torch.cat([losses.zero_variance_groups(x.rewards, g) for x in groups]).float()
-        metrics = _sums({"reward": groups_cat(groups, "rewards"), "frac_reward_zero_std": zero_std})
-        stage = sampler.stage(ids)
+        tally = Tally()
+        tally.add_values({"reward": cat(groups, "rewards"), "frac_reward_zero_std": torch.cat(
+            [losses.zero_variance_groups(x.rewards, g) for x in groups])})
         if config.filter_zero_variance:
             groups = refill(groups, config, sampler, by_id, lm, reward_fns, step, accelerator)
         # 2. advantages: group-relative (batch std pooled over processes)
-        rewards = groups_cat(groups, "rewards")
-        batch_std = _pooled_std(rewards, accelerator) if config.scale_rewards == "batch" else None
+        batch_std = pooled_std(cat(groups, "rewards"), accelerator) if config.scale_rewards == "batch" else None
         for x in groups:
             x.advantages = losses.advantages(x.rewards, g, config.scale_rewards, batch_std).to(device)
         # 3. log-probs of the sampling policy (needed when μ > 1) and of the reference (β > 0)
         with torch.no_grad():
             for x in groups:
                 if config.num_iterations > 1:
-                    x.old_logp = _logp(lm, x.generated, config.temperature)
+                    x.old_logp = _logp(lm, x.generated, config)
                 if config.beta > 0:
                     with peft_model.disable_adapter() if peft_model is not None else nullcontext():
-                        x.ref_logp = _logp(reference or lm, x.generated, config.temperature)
+                        x.ref_logp = _logp(reference or lm, x.generated, config)
         step_tokens = float(accelerator.reduce(sum(x.generated.completion_mask.sum() for x in groups).float(),
                                                "sum")) / world
-        # 4. μ update passes over the micro-batches
         for _ in range(config.num_iterations):
+            # 4. policy pass and backward, one micro-batch at a time (DDP syncs on the last)
             for k, x in enumerate(groups):
-                sync = k == len(groups) - 1
-                with nullcontext() if sync else accelerator.no_sync(model):
-                    logits = completion_logits(lm, x.generated, model)
-                    logp = losses.token_logprobs(logits, x.generated.completion_ids, config.temperature)
-                    loss, stats = losses.policy_loss(
-                        logp, logp.detach() if x.old_logp is None else x.old_logp, x.advantages,
-                        x.generated.completion_mask, loss_type=config.loss_type, epsilon_low=config.epsilon_low,
-                        epsilon_high=config.epsilon_high, beta=config.beta, ref_logp=x.ref_logp,
-                        kl_estimator=config.kl_estimator, max_completion_length=config.max_completion_length,
-                        step_tokens=step_tokens, kl_ratio_weight=config.kl_ratio_weight)
-                    # dapo already divides by the step's tokens; the others average the micro-batches
-                    (loss if config.loss_type == "dapo" else loss / len(groups)).backward()
-                mask = x.generated.completion_mask.float()
-                stats["entropy"] = torch.stack([(losses.token_entropy(logits, config.temperature) * mask).sum(),
-                                                mask.sum()])
-                scaled = loss.detach().cpu() if config.loss_type == "dapo" else loss.detach().cpu() / len(groups)
-                stats["loss"] = torch.stack([scaled, torch.tensor(1.0 / len(groups))])  # the step's objective
-                for key, value in stats.items():
-                    metrics[key] = metrics.get(key, torch.zeros(2)) + value.detach().cpu()
+                with nullcontext() if k == len(groups) - 1 else accelerator.no_sync(model):
+                    loss, stats = micro_batch_loss(lm, model, x, config, step_tokens, len(groups))
+                    loss.backward()
+                tally.add(stats)
+            # 5. optimizer step
             grad_norm = (torch.nn.utils.clip_grad_norm_(lm.model.parameters(), config.max_grad_norm)
                          if config.max_grad_norm else torch.tensor(float("nan")))
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
-        # 5. curriculum feedback and logs
+        # 6. curriculum feedback, logs, checkpoints
         for item_id, rate in gather_object([(e.id, float(x.correct[i * g:(i + 1) * g].mean()))
                                             for x in groups for i, e in enumerate(x.examples)]):
             sampler.observe(item_id, rate)
         if step % config.log_every == 0:
-            row = _finish(metrics, groups, reward_fns, g, accelerator)
+            row = step_metrics(tally, groups, [r.name for r in reward_fns], g, accelerator)
             row.update({"grad_norm": float(grad_norm), "learning_rate": scheduler.get_last_lr()[0],
-                        "curriculum/bucket": stage, "epoch": float(sampler.epoch),
+                        "curriculum/bucket": sampler.stage(ids), "epoch": float(sampler.epoch),
                         "step_time": time.perf_counter() - t0})
             log.log(step, row)
             x = groups[0]
@@ -241,9 +226,8 @@ def refill(groups: list[Groups], config: GRPOConfig, sampler: CurriculumSampler,
            lm: AudioLM, reward_fns: list[Reward], step: int, accelerator: Any) -> list[Groups]:
     """Drop zero-variance groups and sample replacements, up to `max_resample_rounds` rounds.
     All processes draw from the shared sampler together, so their orders stay in step."""
-    g, rank = config.num_generations, accelerator.process_index
-    kept = [x.keep([i for i, z in enumerate(losses.zero_variance_groups(x.rewards, g).tolist()) if not z])
-            for x in groups]
+    rank = accelerator.process_index
+    kept = [x.varied() for x in groups]
     kept = [x for x in kept if x.examples]
     wanted = config.prompts_per_batch * config.grad_accum
     for round_ in range(config.max_resample_rounds):
@@ -255,9 +239,7 @@ def refill(groups: list[Groups], config: GRPOConfig, sampler: CurriculumSampler,
         mine = [by_id[i] for i in ids[sum(missing[:rank]):sum(missing[:rank + 1])]]
         if mine:
             seed = _seed(config.seed, step, 10_000 * (round_ + 1) + rank)
-            fresh = sample_groups(lm, mine, config, reward_fns, seed=seed)
-            fresh = fresh.keep([i for i, z in enumerate(losses.zero_variance_groups(fresh.rewards, g).tolist())
-                                if not z])
+            fresh = sample_groups(lm, mine, config, reward_fns, seed=seed).varied()
             if fresh.examples:
                 kept.append(fresh)
     return kept or groups[:1]  # never an empty step: every process must join the gradient sync
@@ -268,40 +250,5 @@ def _seed(seed: int, step: int, stream: int) -> int:
 
 
 @torch.no_grad()
-def _logp(lm: AudioLM, gen: Generated, temperature: float) -> torch.Tensor:
-    return losses.token_logprobs(completion_logits(lm, gen), gen.completion_ids, temperature)
-
-
-def groups_cat(groups: list[Groups], field: str) -> torch.Tensor:
-    return torch.cat([getattr(x, field) for x in groups])
-
-
-def _pooled_std(values: torch.Tensor, accelerator: Any) -> torch.Tensor:
-    """Unbiased std over every process's values."""
-    sums = accelerator.reduce(torch.stack([values.sum(), (values ** 2).sum(), torch.tensor(float(len(values)))])
-                              .to(accelerator.device), "sum").cpu()
-    n = sums[2]
-    return ((sums[1] - sums[0] ** 2 / n) / (n - 1).clamp(min=1)).clamp(min=0).sqrt()
-
-
-def _sums(values: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    return {k: torch.stack([v.float().sum(), torch.tensor(float(v.numel()))]) for k, v in values.items()}
-
-
-def _finish(metrics: dict[str, torch.Tensor], groups: list[Groups], reward_fns: list[Reward], g: int,
-            accelerator: Any) -> dict[str, float]:
-    """Pool (sum, count) pairs over processes into TRL-named means."""
-    rewards = groups_cat(groups, "rewards")
-    lengths = torch.cat([x.generated.completion_mask.sum(-1) for x in groups]).float()
-    metrics = dict(metrics)
-    metrics.update(_sums({"reward_std": rewards.view(-1, g).std(dim=1), "completions/mean_length": lengths,
-                          "accuracy": groups_cat(groups, "correct")}))
-    for r in reward_fns:
-        metrics.update(_sums({f"rewards/{r.name}/mean": torch.tensor([v for x in groups for v in x.parts[r.name]])}))
-    keys = sorted(metrics)
-    pooled = accelerator.reduce(torch.stack([metrics[k] for k in keys]).to(accelerator.device), "sum").cpu()
-    row = {k: float(s / c) if c > 0 else None for k, (s, c) in zip(keys, pooled.tolist())}
-    extremes = accelerator.gather(torch.stack([lengths.max(), lengths.min()]).to(accelerator.device)).view(-1, 2)
-    row["completions/max_length"] = float(extremes[:, 0].max())
-    row["completions/min_length"] = float(extremes[:, 1].min())
-    return row
+def _logp(lm: AudioLM, gen: Generated, config: GRPOConfig) -> torch.Tensor:
+    return losses.token_logprobs(completion_logits(lm, gen, config), gen.completion_ids, config.temperature)

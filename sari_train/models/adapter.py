@@ -188,6 +188,21 @@ class AudioLM:
                          inputs_embeds=self.embed(input_ids, prompt_embeds), use_cache=False, **extra)
         return out.logits
 
+    @property
+    def language_model(self) -> torch.nn.Module:
+        """The decoder stack (embeddings in, hidden states out) behind the audio front end."""
+        return self.model.model.language_model
+
+    def position_ids(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                     feature_attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """The rotary positions a forward pass over these (left-padded) sequences uses: Qwen2-Audio
+        numbers every column 0..S−1, pads included (rotary attention sees only differences); the
+        Omni thinker's 3-D positions, shape (3, B, S), come from its own `get_rope_index`."""
+        if self.kind == "qwen2_5_omni_thinker":
+            lengths = feature_attention_mask.sum(-1) if feature_attention_mask is not None else None
+            return self.model.get_rope_index(input_ids, None, None, attention_mask, False, lengths)[0]
+        return torch.arange(input_ids.shape[1], device=input_ids.device).expand(input_ids.shape[0], -1)
+
     def repeat_cache(self, cache: Any, k: int) -> Any:
         """Repeat a prefilled key/value cache (and the Omni thinker's rotary offsets) k times per row."""
         cache.batch_repeat_interleave(k)

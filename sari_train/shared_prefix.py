@@ -1,0 +1,126 @@
+"""Shared-prefix forward: each prompt runs through the language model once per group, not once per completion.
+
+GRPO scores n prompts × G completions. The plain way runs every completion with its full prompt,
+n·G·(P + C) positions, although the G rows of a group share their first P. Here (as in "Prefix
+Grouper", arXiv 2506.05433) the step is split in two passes of the same model:
+
+    1. prompt pass      the n prompts, all but their last token: keep every layer's keys and values
+                        K_p, V_p (n, heads, P−1, d), with their autograd graph
+    2. completion pass  the n·G rows [last prompt token, completion[:-1]] (the L positions whose
+                        outputs predict the L completion tokens), each attending to
+                        [repeat_G(K_p), K_c] and [repeat_G(V_p), V_c]
+
+Attention is the only place a position looks at another, so each completion position sees the
+same keys and values, masks and rotary positions as in the plain pass, and its logits are the same
+up to float rounding; n·(P − 1) + n·G·L positions are computed instead of n·G·(P + L). The repeat
+is an ordinary differentiable op: its backward sums the G rows' gradients, so the prompt pass
+receives one gradient per prompt and runs backward once.
+
+Masks and positions are those of the plain pass, sliced: the attention mask is [prompt mask,
+completion mask] (left-padded prompts, completions padded after their stop token), and the rotary
+positions are the ones the model gives the whole sequence (`AudioLM.position_ids`; the Omni
+thinker's 3-D positions continue from the prompt's real tokens).
+
+Gradient checkpointing: transformers drops a layer's cache under checkpointing, since replaying a
+layer would write it twice. Our two caches never grow (the prompt pass records, the completion
+pass prepends without storing), so a replay reads and writes the same states and we keep them.
+Under DDP only the completion pass goes through the wrapper (`model`): one forward, one backward,
+and the prompt pass's gradients reach the same parameters before DDP reduces them.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Any, Iterator
+
+import torch
+from transformers.cache_utils import Cache, DynamicLayer
+
+from sari_train.models.adapter import AudioLM
+from sari_train.rollout import Generated
+
+
+class _PromptStates(DynamicLayer):
+    """One layer's keys and values of the prompt pass, kept as computed (graph included). A replay
+    of the layer (gradient checkpointing) records them again instead of appending."""
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any,
+               **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        if not self.is_initialized:
+            self.lazy_initialization(key_states, value_states)
+        self.keys, self.values = key_states, value_states
+        return key_states, value_states
+
+
+class _AfterPrompt(DynamicLayer):
+    """One layer's prompt keys and values, each row's G times; every call attends to them followed
+    by its own states, and nothing is stored, so a replay sees the same keys."""
+
+    def __init__(self, keys: torch.Tensor, values: torch.Tensor):
+        super().__init__()
+        self.lazy_initialization(keys, values)
+        self.keys, self.values = keys, values
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any,
+               **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        return torch.cat([self.keys, key_states], dim=-2), torch.cat([self.values, value_states], dim=-2)
+
+
+def shared_prefix_logits(language_model: torch.nn.Module, model: torch.nn.Module, prompt_embeds: torch.Tensor,
+                         completion_embeds: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor,
+                         group_size: int) -> torch.Tensor:
+    """Logits of the n·G completion positions, the n prompts run once.
+
+    `prompt_embeds` (n, P, H): the prompts' input embeddings; `completion_embeds` (n·G, L, H): the
+    completion tokens' embeddings, the last one unused (it predicts nothing we score); `mask`
+    (n·G, P + L) and `positions` ((…,) n·G, P + L): what the plain pass over prompt + completion
+    uses. `language_model` is the decoder stack (it returns hidden states), `model` the causal LM
+    around it (or its DDP wrapper). Returns (n·G, L, V): row r, column t predicts completion token t."""
+    g, p = group_size, prompt_embeds.shape[1]
+    layers = len(language_model.layers)
+    if any(t != "full_attention" for t in getattr(language_model.config, "layer_types", None) or []):
+        raise NotImplementedError("shared_prefix: sliding-window layers are not supported; set shared_prefix: false")
+    with _checkpointing_keeps_cache(language_model):
+        states = Cache(layers=[_PromptStates() for _ in range(layers)])
+        language_model(inputs_embeds=prompt_embeds[:, :-1], attention_mask=mask[::g, :p - 1],
+                       position_ids=positions[..., ::g, :p - 1], cache=states, use_cache=True)
+        after = Cache(layers=[_AfterPrompt(s.keys.repeat_interleave(g, dim=0), s.values.repeat_interleave(g, dim=0))
+                              for s in states.layers])
+        inputs = torch.cat([prompt_embeds[:, -1:].repeat_interleave(g, dim=0), completion_embeds[:, :-1]], dim=1)
+        out = model(inputs_embeds=inputs, attention_mask=mask[:, :-1], position_ids=positions[..., p - 1:-1],
+                    cache=after, use_cache=True)
+    return out.logits
+
+
+def completion_logits(lm: AudioLM, gen: Generated, group_size: int,
+                      model: torch.nn.Module | None = None) -> torch.Tensor:
+    """Logits (n·G, L, V) predicting each completion token of a rollout whose rows repeat each
+    prompt G times in a row (as the rollout engine returns them); the audio frames come from the
+    cached prompt embeddings, each prompt runs once."""
+    g, prompt = group_size, gen.prompt
+    grouped = prompt.input_ids.view(-1, g, prompt.input_ids.shape[1]) if len(prompt.input_ids) % g == 0 else None
+    if grouped is None or not bool((grouped == grouped[:, :1]).all()):
+        raise ValueError(f"shared_prefix: the {len(prompt.input_ids)} rows are not groups of {g} rows with one prompt")
+    ids = torch.cat([prompt.input_ids, gen.completion_ids], dim=1)
+    mask = torch.cat([prompt.attention_mask, gen.completion_mask], dim=1)
+    positions = lm.position_ids(ids, mask, prompt.feature_attention_mask)
+    prompts = lm.embed(prompt.input_ids[::g], gen.prompt_embeds[::g])  # text afresh (trained), audio frames cached
+    completions = lm.model.get_input_embeddings()(gen.completion_ids)
+    return shared_prefix_logits(lm.language_model, model or lm.model, prompts, completions, mask, positions, g)
+
+
+@contextmanager
+def _checkpointing_keeps_cache(language_model: torch.nn.Module) -> Iterator[None]:
+    """Let checkpointed decoder layers keep our caches (safe: replaying a layer does not grow them)."""
+    layers = list(language_model.layers)
+    before = [layer.__dict__.get("_can_checkpoint_with_cache") for layer in layers]
+    for layer in layers:
+        layer._can_checkpoint_with_cache = True
+    try:
+        yield
+    finally:
+        for layer, value in zip(layers, before):
+            if value is None:
+                del layer._can_checkpoint_with_cache
+            else:
+                layer._can_checkpoint_with_cache = value
