@@ -92,12 +92,12 @@ def sample_groups(lm: AudioLM, examples: list[Example], config: GRPOConfig, rewa
     return Groups(examples, generated, texts, torch.tensor(totals), parts, torch.tensor(correct))
 
 
-def completion_logits(lm: AudioLM, gen: Generated, config: GRPOConfig,
+def completion_logits(lm: AudioLM, gen: Generated, group_size: int, shared: bool = True,
                       model: torch.nn.Module | None = None) -> torch.Tensor:
     """Logits at the positions that predict each completion token, shape (N, L, V). Shared: each
     prompt runs once per group (shared_prefix.py); plain: every row runs prompt + completion."""
-    if config.shared_prefix:
-        return shared_prefix.completion_logits(lm, gen, config.num_generations, model)
+    if shared:
+        return shared_prefix.completion_logits(lm, gen, group_size, model)
     ids = torch.cat([gen.prompt.input_ids, gen.completion_ids], dim=1)
     mask = torch.cat([gen.prompt.attention_mask, gen.completion_mask], dim=1)
     logits = lm.logits(ids, mask, gen.prompt_embeds, gen.prompt.feature_attention_mask, model=model)
@@ -109,7 +109,7 @@ def micro_batch_loss(lm: AudioLM, model: torch.nn.Module, x: Groups, config: GRP
     """The policy pass over one micro-batch: its share of the step's loss (ready for backward) and
     its (sum, count) statistics."""
     gen = x.generated
-    logits = completion_logits(lm, gen, config, model)
+    logits = completion_logits(lm, gen, config.num_generations, config.shared_prefix, model)
     logp = losses.token_logprobs(logits, gen.completion_ids, config.temperature)
     loss, stats = losses.policy_loss(
         logp, logp.detach() if x.old_logp is None else x.old_logp, x.advantages, gen.completion_mask,
@@ -251,4 +251,5 @@ def _seed(seed: int, step: int, stream: int) -> int:
 
 @torch.no_grad()
 def _logp(lm: AudioLM, gen: Generated, config: GRPOConfig) -> torch.Tensor:
-    return losses.token_logprobs(completion_logits(lm, gen, config), gen.completion_ids, config.temperature)
+    logits = completion_logits(lm, gen, config.num_generations, config.shared_prefix)
+    return losses.token_logprobs(logits, gen.completion_ids, config.temperature)
