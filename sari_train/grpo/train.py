@@ -4,14 +4,19 @@
     sari-train grpo --config pipelines/train/r1-aqa.yaml                                                    # one GPU
     accelerate launch --num_processes 8 -m sari_train.cli grpo --config pipelines/train/sari-omni.yaml
 
-One step, in order: take prompts from the curriculum sampler → sample G completions per prompt
-(the audio is encoded once per prompt; its frames serve the G samples and the policy, old-policy
-and reference passes) → rewards → group-relative advantages → (old and reference log-probs) →
-μ passes of loss → backward over the micro-batches → clip → optimizer step → log → checkpoint.
+One step, in order (the loop below reads the same way): take prompts from the curriculum sampler
+→ 1. sample G completions per prompt and reward them (the audio is encoded once per prompt; its
+frames serve the G samples and every pass) → 2. group-relative advantages → 3. old-policy (μ > 1)
+and reference (β > 0) log-probs → 4. μ policy passes, backward per micro-batch → 5. clip →
+optimizer step → 6. curriculum feedback, log, checkpoint. Every pass runs each prompt once per
+group and the G completions on its key/value states (shared_prefix.py; `shared_prefix: false`
+runs prompt + completion per row, same numbers, for comparison). The micro-batch bookkeeping
+(dropping zero-variance groups, metrics pooled over processes) lives in groups.py.
 
 How it differs from the papers: R1-AQA/SARI ran TRL's GRPOTrainer of early 2025 (loss `grpo`,
 k3 KL, μ = 1, std-scaled advantages); those are the defaults here. The audio encoder and
-projector are not trained in GRPO (their cached output is reused; R1-AQA re-ran and trained them).
+projector are not trained in GRPO (their cached output is reused; R1-AQA re-ran and trained them),
+and the prompt runs once per group in every pass (R1-AQA ran audio and prompt G times, same maths).
 Log-probs are taken under logits / temperature, as TRL does. Options beyond the papers: bnpo,
 dr_grpo and dapo losses, asymmetric clipping, μ > 1, β = 0 without a reference model, batch-std
 or no advantage scaling, zero-variance group filtering, online band-pass of the curriculum.
