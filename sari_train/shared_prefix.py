@@ -25,7 +25,8 @@ Gradient checkpointing: transformers drops a layer's cache under checkpointing, 
 layer would write it twice. Our two caches never grow (the prompt pass records, the completion
 pass prepends without storing), so a replay reads and writes the same states and we keep them.
 Under DDP only the completion pass goes through the wrapper (`model`): one forward, one backward,
-and the prompt pass's gradients reach the same parameters before DDP reduces them.
+and the prompt pass's gradients reach the same parameters before DDP reduces them. FSDP, which
+gathers weights in the wrapper's forward, is refused.
 """
 
 from __future__ import annotations
@@ -98,6 +99,7 @@ def completion_logits(lm: AudioLM, gen: Generated, group_size: int,
     prompt G times in a row (as the rollout engine returns them); the audio frames come from the
     cached prompt embeddings, each prompt runs once."""
     g, prompt = group_size, gen.prompt
+    _refuse_fsdp(model or lm.model)
     grouped = prompt.input_ids.view(-1, g, prompt.input_ids.shape[1]) if len(prompt.input_ids) % g == 0 else None
     if grouped is None or not bool((grouped == grouped[:, :1]).all()):
         raise ValueError(f"shared_prefix: the {len(prompt.input_ids)} rows are not groups of {g} rows with one prompt")
@@ -107,6 +109,15 @@ def completion_logits(lm: AudioLM, gen: Generated, group_size: int,
     prompts = lm.embed(prompt.input_ids[::g], gen.prompt_embeds[::g])  # text afresh (trained), audio frames cached
     completions = lm.model.get_input_embeddings()(gen.completion_ids)
     return shared_prefix_logits(lm.language_model, model or lm.model, prompts, completions, mask, positions, g)
+
+
+def _refuse_fsdp(model: torch.nn.Module) -> None:
+    """FSDP gathers the root's weights only in the root's own forward, which the prompt pass skips."""
+    from torch.distributed.fsdp import FSDPModule, FullyShardedDataParallel
+
+    if isinstance(model, (FSDPModule, FullyShardedDataParallel)):
+        raise NotImplementedError("shared_prefix does not run under FSDP (the prompt pass bypasses the root "
+                                  "wrapper); use DDP, or set shared_prefix: false")
 
 
 @contextmanager
