@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from corpus.records import Task
 from sari_data.llm.config import LLMConfig
@@ -51,7 +51,14 @@ class AvqaSource(FileSource):
     """AVQA in R1-AQA's JSONL form: id, question_text, multi_choice, answer (index), audio_path, ..."""
 
     kind: Literal["avqa"] = "avqa"
-    video_to_audio: bool = Field(True, description="replace the word 'video' with 'audio' in questions, as R1-AQA does")
+    video_to_audio: Literal["r1aqa", "words", "off"] = Field("words", description=(
+        "'video' -> 'audio' in questions. r1aqa: R1-AQA's plain replace('video', 'audio'); words: whole "
+        "words, either case (true means this); off: unchanged (false)"))
+
+    @field_validator("video_to_audio", mode="before")
+    @classmethod
+    def _bool_means_words(cls, value: Any) -> Any:
+        return {True: "words", False: "off"}.get(value, value) if isinstance(value, bool) else value
     task: Task = "sound"
 
 

@@ -13,8 +13,8 @@ from sari_train.evaluate import (EvalConfig, EvalItem, accuracy_table, benchmark
 
 from pathlib import Path
 
-# shared/ sits beside the checkout (DEVELOPERS.md); resolve it from this file, not the cwd.
-MMAU = Path(__file__).resolve().parents[3] / "shared" / "data" / "benchmarks" / "mmau-test-mini.v2025-03.json"
+# The benchmark files ship in the repository; resolve them from this file, not the cwd.
+MMAU = Path(__file__).resolve().parents[2] / "benchmarks" / "mmau" / "mmau-test-mini.v2025-03.json"
 
 
 def item(i, answer="the second tone", task="music", difficulty="easy", sub="pitch"):

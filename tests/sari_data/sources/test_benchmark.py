@@ -11,7 +11,7 @@ from sari_data.recipe import Recipe
 from sari_data.testing import write
 from sari_train.prompts import messages
 
-BENCHMARKS = Path(__file__).resolve().parents[3].parent / "shared" / "data" / "benchmarks"
+BENCHMARKS = Path(__file__).resolve().parents[3] / "benchmarks" / "mmau"
 MMAU = sorted(BENCHMARKS.glob("mmau-test-mini*.json"))
 
 
@@ -20,7 +20,11 @@ def eval_recipe(path, root, name="mmau"):
                                                                "audio_root": str(root)}]})
 
 
-@pytest.mark.skipif(len(MMAU) != 2, reason="needs shared/data/benchmarks")
+def test_both_mmau_versions_ship_with_their_licence():
+    assert [p.name for p in MMAU] == ["mmau-test-mini.v05.15.25.json", "mmau-test-mini.v2025-03.json"]
+    assert "Apache License" in (BENCHMARKS / "LICENSE").read_text()
+
+
 @pytest.mark.parametrize("path", MMAU, ids=lambda p: p.name)
 def test_mmau_test_mini_all_1000_accounted_for(tmp_path, path):
     records = json.loads(path.read_text())
