@@ -43,10 +43,13 @@ class CheckSettings:
 
 
 def resolve_in_root(root: Path, relative: str) -> Path | Failure:
-    """`relative` under `root`; a path that escapes the root (`..`, absolute, symlink out) is refused."""
-    root = root.resolve()
-    path = (root / relative).resolve()
-    if not path.is_relative_to(root):
+    """`relative` under `root`; a path written to escape the root (`..`, absolute) is refused.
+
+    The check is on the path as written, not on where symlinks lead: a user who links
+    `test-mini-audios/` (or single clips) to a bigger disk meant it, a manifest's `../` did not."""
+    root = Path(os.path.abspath(root))
+    path = Path(os.path.normpath(root / relative))
+    if Path(relative).is_absolute() or not path.is_relative_to(root):
         return "path_escapes_root", f"{relative!r} resolves to {path}, outside the audio root {root}"
     if not path.is_file():
         return "missing_audio", f"no audio file at {path}"
