@@ -45,7 +45,11 @@ def cmd_eval(args: argparse.Namespace) -> None:
         table = run_eval(config)
         results["accuracy"] = table.to_dict()
     print(table.round(1).to_string())
-    print(f"\npredictions, report.json and accuracy.png written to {config.out}")
+    n, skipped = int(table.loc["n"].iloc[0]), table.attrs.get("n_skipped", 0)
+    reasons = ", ".join(f"{why} {count}" for why, count in table.attrs.get("skipped_reasons", {}).items())
+    print(f"\nscored {n} of {n + skipped} items" + (f"; skipped {skipped} ({reasons}), listed in report.json"
+                                                    if skipped else "; none skipped"))
+    print(f"predictions, report.json and accuracy.png written to {config.out}")
 
 
 def cmd_train(args: argparse.Namespace) -> None:

@@ -76,3 +76,15 @@ def test_a_command_takes_the_recipe_options_and_its_flags_win(tmp_path):
     assert stage_settings(args, "cot").model_dump() == {"split": "sft", "n": 5, "seed": 0, "writer": "template"}
     args = argparse.Namespace(recipe=None, split="", n=None, seed=3, writer=None)
     assert stage_settings(args, "cot").model_dump() == {"split": "", "n": None, "seed": 3, "writer": "auto"}
+
+
+def test_every_shipped_recipe_validates_and_reads_only_files_in_the_repo_or_data():
+    from pathlib import Path
+
+    for path in sorted(Path("pipelines").glob("*.yaml")):
+        recipe = load_recipe(path)
+        files = [s.path for s in recipe.sources if hasattr(s, "path")]
+        files += [b.path for s in recipe.steps if s.kind == "decontaminate" for b in s.benchmarks]
+        for file in files:
+            assert file.parts[0] in ("benchmarks", "data"), (path, file)
+            assert file.parts[0] != "benchmarks" or file.exists(), (path, file)
