@@ -48,8 +48,10 @@ class EvalConfig(BaseModel):
                                                         "NAME=PATH names the column")
     workspace: Path | None = Field(None, description="evaluate the items of this workspace's --split")
     split: str = Field("test", description="workspace split to evaluate")
-    benchmark: Path | None = Field(None, description="an MMAU/MMAR JSON or JSONL file")
-    audio_root: Path | None = Field(None, description="folder the benchmark's audio paths are relative to")
+    benchmark: Path | None = Field(None, description="an MMAU/MMAR JSON or JSONL file, e.g. "
+                                                      "benchmarks/mmau/mmau-test-mini.v2025-03.json")
+    audio_root: Path | None = Field(None, description="folder the benchmark's audio paths are relative to "
+                                                      "(e.g. data/mmau, holding test-mini-audios/)")
     prompt: PromptStyle | None = Field(None, description="one prompt style for all models (default: each "
                                                           "model's trained style, else implicit)")
     max_new_tokens: int = Field(64, ge=1, description="generation budget (raise it for thinking formats)")
@@ -209,10 +211,16 @@ def trained_style(model: str) -> PromptStyle:
     return PromptStyle()
 
 
+def eval_style(config: EvalConfig, model: str) -> PromptStyle:
+    """The model's prompt style, with questions asked as the benchmark wrote them: 75 MMAR questions
+    say "video", and neither official protocol rewrites them (a corpus build already rewrites AVQA's)."""
+    return (config.prompt or trained_style(model)).model_copy(update={"video_to_audio": False})
+
+
 def evaluate_model(model: str, items: list[EvalItem], config: EvalConfig) -> tuple[pd.Series, list[str]]:
     lm = AudioLM.load(model)
     engine = LocalEngine(lm, batch_size=config.batch_size)
-    style = config.prompt or trained_style(model)
+    style = eval_style(config, model)
     settings = SamplingSettings(k=1, temperature=0.0, max_new_tokens=config.max_new_tokens)
     completions = predict(engine, items, style, settings, desc=f"eval {Path(model).name}")
     scored = score(items, completions)

@@ -120,3 +120,14 @@ def test_eval_end_to_end_on_a_benchmark_folder(tmp_path, tiny_qwen2_audio):
     assert (tmp_path / "out" / "accuracy.png").exists()
     predictions = json.loads((tmp_path / "out" / "model" / "mmau_predictions.json").read_text())
     assert len(predictions) == 4 and all("model_output" in p for p in predictions)
+
+
+def test_benchmark_questions_are_asked_as_written(tmp_path):
+    """MMAR has questions about a 'video'; the eval prompt keeps the word (only corpus builds rewrite)."""
+    from sari_train.evaluate import eval_style
+    from sari_train.prompts import user_text
+
+    config = EvalConfig(models=["m"], workspace=tmp_path)
+    style = eval_style(config, str(tmp_path / "not-ours"))
+    assert "in the video" in user_text("What happens in the video?", ["a", "b"], style)
+    assert style.format == "implicit"
