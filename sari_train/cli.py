@@ -2,7 +2,8 @@
 
     sari-train tiny-model models/tiny-qwen2-audio --kind qwen2_audio      # offline random-weight model
     sari-train eval --model models/tiny-qwen2-audio --workspace workspaces/demo --split test
-    sari-train eval --model PATH --benchmark benchmarks/mmau/mmau-test-mini.v2025-03.json --audio-root DIR
+    sari-train eval --model PATH --benchmark benchmarks/mmau/mmau-test-mini.v2025-03.json --audio-root data/mmau
+    sari-train eval --model PATH --workspace workspaces/eval-mmar --out artifacts/eval/mmar   # MMAR eval workspace
     sari-train sft --config pipelines/train/sari-qwen2-audio.yaml --model models/tiny-qwen2-audio
     sari-train grpo --config pipelines/train/r1-aqa.yaml --model runs/sft/final --workspace workspaces/demo
     sari-train experiment --config pipelines/experiments/ablations.yaml       # SARI's ablations, several seeds

@@ -1,7 +1,8 @@
 """`sari-train eval`: accuracy with the official MMAU/MMAR word-set rule.
 
     sari-train eval --model base=models/base --model grpo=runs/grpo/final --workspace workspaces/demo --split test
-    sari-train eval --model PATH --benchmark mmau-test-mini.json --audio-root DIR
+    sari-train eval --model PATH --benchmark benchmarks/mmau/mmau-test-mini.v2025-03.json --audio-root data/mmau
+    sari-train eval --model PATH --workspace workspaces/eval-mmar --split test    # pipelines/eval-mmar.yaml
 
 `--model NAME=PATH` names a column (default: the folder's name). Each model is asked in the prompt
 format it was trained with (read from the `config.yaml` our trainers save next to the weights;
