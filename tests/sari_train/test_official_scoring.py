@@ -111,7 +111,7 @@ def same(report_column, script):
 @pytest.fixture
 def mmau_records():
     records = json.loads((MMAU / "mmau-test-mini.v2025-03.json").read_text())
-    return records[:40]
+    return records[::25]  # 40 records across the file: every task and difficulty
 
 
 def test_mmau_benchmark_and_workspace_modes_match_the_official_script(tmp_path, mmau_records, planted_model):
@@ -137,7 +137,9 @@ def test_mmau_benchmark_and_workspace_modes_match_the_official_script(tmp_path, 
         for p in predictions:  # the benchmark's own record, plus the prediction
             original = next(r for r in mmau_records if r["id"] == p["id"])
             assert {k: p[k] for k in original} == original
-        same(table["m"], mmau_script(out / "m" / "mmau_predictions.json"))
+        script = mmau_script(out / "m" / "mmau_predictions.json")
+        assert {"task/speech", "task/music", "difficulty/hard", "difficulty/easy"} <= set(script)
+        same(table["m"], script)
         assert 20 < table["m"]["total"] < 80  # the planted spread: a test that can fail
         assert table["m"]["total (skipped counted wrong)"] == pytest.approx(table["m"]["total"] * 32 / 40)
 
