@@ -54,12 +54,12 @@ class AvqaSource(FileSource):
     video_to_audio: Literal["r1aqa", "words", "off"] = Field("words", description=(
         "'video' -> 'audio' in questions. r1aqa: R1-AQA's plain replace('video', 'audio'); words: whole "
         "words, either case (true means this); off: unchanged (false)"))
+    task: Task = "sound"
 
     @field_validator("video_to_audio", mode="before")
     @classmethod
     def _bool_means_words(cls, value: Any) -> Any:
         return {True: "words", False: "off"}.get(value, value) if isinstance(value, bool) else value
-    task: Task = "sound"
 
 
 class BenchmarkSource(FileSource):
