@@ -61,3 +61,10 @@ def test_the_r1aqa_recipe_uses_r1aqas_rewrite():
 
     assert load_recipe("pipelines/r1-aqa-avqa.yaml").sources[0].video_to_audio == "r1aqa"
     assert load_recipe("pipelines/sari-32k.yaml").sources[-1].video_to_audio == "words"
+
+
+def test_video_to_audio_still_takes_true_and_false():
+    from sari_data.recipe import AvqaSource
+
+    assert AvqaSource(name="a", path="x.jsonl", video_to_audio=True).video_to_audio == "words"
+    assert AvqaSource(name="a", path="x.jsonl", video_to_audio=False).video_to_audio == "off"
