@@ -34,6 +34,22 @@ class BenchmarkItem:
     record: dict[str, Any] = field(default_factory=dict, compare=False)  # the original fields, minus leaks
 
 
+def shown_choices(choices: list[str]) -> list[str]:
+    """The options a model is shown: each once, in order, empty ones left out (some MMAU items repeat
+    an option, four MMAR items have an empty one). The official word-set rule scores a prediction the
+    same against either list: an empty or repeated option adds no word of its own."""
+    return list(dict.fromkeys(c for c in choices if c.strip()))
+
+
+def benchmark_kind(record: dict[str, Any]) -> str:
+    """`mmar` for MMAR's records (they carry `modality`), else `mmau`: the two official scripts read
+    different fields (see PREDICTION_FIELD) and group by different ones."""
+    return "mmar" if "modality" in record else "mmau"
+
+
+PREDICTION_FIELD = {"mmau": "model_output", "mmar": "answer_prediction"}  # what each evaluation.py reads
+
+
 def read_records(path: Path) -> Iterator[tuple[str, dict[str, Any] | str]]:
     """(locator, record) pairs from a JSON list or JSONL file; a bad line yields (locator, error text)."""
     text = Path(path).read_text(encoding="utf-8", errors="replace")

@@ -40,6 +40,16 @@ def save_clip(audio_dir: Path, samples: np.ndarray, sample_rate: int) -> AudioRe
                     sample_rate=sample_rate, channels=1)
 
 
+def under_root(root: Path, relative: str) -> Path | None:
+    """`relative` joined to `root`, or None when it is written to escape it (`..`, an absolute path).
+
+    Judged on the path as written, not on where symlinks lead: a folder or clip the user linked
+    under the root (audio on a bigger disk) is followed; a manifest's `../` is not."""
+    root = Path(os.path.abspath(root))
+    path = Path(os.path.normpath(root / relative))
+    return None if Path(relative).is_absolute() or not path.is_relative_to(root) else path
+
+
 def load_clip(root: Path, ref: AudioRef) -> np.ndarray:
     """A stored clip as float32 mono samples."""
     samples, _ = sf.read(root / ref.path, dtype="float32", always_2d=False)

@@ -1,7 +1,7 @@
 """Answer scoring: one definition shared by data building, rewards, difficulty and evaluation.
 
 Pure functions only. `extract_answer` and `exact_match` follow R1-AQA; `mmau_match` is the
-official MMAU/MMAR word-set rule (DESIGN.md §4).
+official MMAU/MMAR word-set rule (docs/design-notes.md, Scoring).
 """
 
 from __future__ import annotations

@@ -23,7 +23,7 @@ import numpy as np
 import soundfile as sf
 import soxr
 
-from corpus.clips import save_clip
+from corpus.clips import save_clip, under_root
 from corpus.records import AudioRef
 from sari_data.fingerprint import SAMPLE_RATE, fingerprint
 
@@ -43,11 +43,11 @@ class CheckSettings:
 
 
 def resolve_in_root(root: Path, relative: str) -> Path | Failure:
-    """`relative` under `root`; a path that escapes the root (`..`, absolute, symlink out) is refused."""
-    root = root.resolve()
-    path = (root / relative).resolve()
-    if not path.is_relative_to(root):
-        return "path_escapes_root", f"{relative!r} resolves to {path}, outside the audio root {root}"
+    """`relative` under `root`; a path written to escape the root (`..`, absolute) is refused, while
+    symlinks the user placed under the root are followed (`corpus.clips.under_root`)."""
+    path = under_root(root, relative)
+    if path is None:
+        return "path_escapes_root", f"{relative!r} is outside the audio root {os.path.abspath(root)}"
     if not path.is_file():
         return "missing_audio", f"no audio file at {path}"
     return path

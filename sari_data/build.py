@@ -120,8 +120,22 @@ def _write_all(ws: Workspace, records: Iterable[Record]) -> Counter[str]:
 NAMES = {Item: "items", Clip: "clips", Quarantine: "quarantined", Contamination: "contamination"}
 
 
+def keep_captions(ws: Workspace, records: list[Record], table: str) -> list[Record]:
+    """A rebuild re-reads the sources; captions `sari-data captions` wrote since are kept, not
+    replaced by the source's empty caption (so a later `cot` still sees them)."""
+    bare = [r.id for r in records if r.caption is None]
+    if not bare:
+        return records
+    found = ws.query(f"SELECT id, caption, caption_source FROM {table} WHERE caption IS NOT NULL "
+                     "AND id IN (SELECT unnest(?::VARCHAR[]))", [bare])
+    kept = {row.id: {"caption": row.caption, "caption_source": row.caption_source} for row in found.itertuples()}
+    return [r.model_copy(update=kept[r.id]) if r.id in kept else r for r in records]
+
+
 def _write(ws: Workspace, batch: dict[type, list[Record]]) -> Counter[str]:
     rejected = [q.item_id for q in batch[Quarantine] if q.item_id]
+    batch[Item] = keep_captions(ws, batch[Item], "items")
+    batch[Clip] = keep_captions(ws, batch[Clip], "clips")
     with ws.transaction():
         if rejected:
             ws.drop_items(rejected)

@@ -7,6 +7,10 @@
     sari-data view workspaces/demo --port 8765
     sari-data cot --workspace workspaces/demo --split train --n 500   # template writer without an endpoint
     sari-data difficulty --recipe pipelines/demo.yaml --workspace workspaces/demo --model models/tiny --k 4
+    sari-data build --recipe pipelines/eval-mmau-test-mini.yaml      # MMAU eval workspace (audio: data/mmau/)
+    sari-data questions --workspace workspaces/sari-32k --recipe pipelines/sari-32k.yaml   # settings from the recipe
+
+The README's "Real corpora" section runs the sari-32k and r1-aqa-avqa recipes command by command.
 
 Each subcommand parses its flags, calls one function, and prints. Errors a user can fix are
 printed as one line (what, where, what to do) with exit code 2.

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from corpus.records import Task
 from sari_data.llm.config import LLMConfig
@@ -51,8 +51,15 @@ class AvqaSource(FileSource):
     """AVQA in R1-AQA's JSONL form: id, question_text, multi_choice, answer (index), audio_path, ..."""
 
     kind: Literal["avqa"] = "avqa"
-    video_to_audio: bool = Field(True, description="replace the word 'video' with 'audio' in questions, as R1-AQA does")
+    video_to_audio: Literal["r1aqa", "words", "off"] = Field("words", description=(
+        "'video' -> 'audio' in questions. r1aqa: R1-AQA's plain replace('video', 'audio'); words: whole "
+        "words, either case (true means this); off: unchanged (false)"))
     task: Task = "sound"
+
+    @field_validator("video_to_audio", mode="before")
+    @classmethod
+    def _bool_means_words(cls, value: Any) -> Any:
+        return {True: "words", False: "off"}.get(value, value) if isinstance(value, bool) else value
 
 
 class BenchmarkSource(FileSource):
@@ -175,12 +182,71 @@ class SplitCounts(Strict):
     stratify: list[str] = Field(default_factory=lambda: ["task"], description="item columns to stratify on")
 
 
+class CaptionsOptions(Strict):
+    """`sari-data captions --recipe R` settings (its flags win)."""
+
+    split: str | None = Field(None, description="caption the workspace items of this split only")
+
+
+class QuestionsOptions(Strict):
+    """`sari-data questions --recipe R` settings (its flags win)."""
+
+    per_clip: int = Field(1, ge=1, description="questions per clip")
+    split: str = Field("train", description="split of the new items")
+    seed: int = Field(0, description="seed of the answer-position balancing")
+
+
+class CotOptions(Strict):
+    """`sari-data cot --recipe R` settings (its flags win)."""
+
+    split: str | None = Field("train", description="items of this split (null: all)")
+    n: int | None = Field(None, ge=1, description="a seeded sample of n items")
+    seed: int = 0
+    writer: Literal["auto", "llm", "template"] = "auto"
+
+
+class BlindOptions(Strict):
+    """`sari-data blind --recipe R` settings (its flags win)."""
+
+    k: int = Field(4, ge=1)
+    temperature: float = Field(1.0, ge=0)
+    split: str | None = None
+    n: int | None = Field(None, ge=1)
+    seed: int = 0
+    max_pass_rate: float | None = Field(None, ge=0, le=1)
+
+
+STAGE_OPTIONS: dict[str, type[Strict]] = {"captions": CaptionsOptions, "questions": QuestionsOptions,
+                                           "cot": CotOptions, "blind": BlindOptions}
+
+
 class External(Strict):
     """A stage another command runs (it needs an LLM or a model); the build reports it as pending
-    until that command has run on the workspace, and stops before the steps after it."""
+    until that command has run on the workspace, and stops before the steps after it. `options`
+    are that command's settings, read by it with `--recipe` (an unknown one is an error);
+    `difficulty` takes none: its settings are the recipe's `difficulty:` section."""
 
     kind: Literal["captions", "questions", "cot", "blind", "difficulty"]
-    options: dict[str, Any] = Field(default_factory=dict, description="passed on to that command")
+    options: dict[str, Any] = Field(default_factory=dict, description="that command's settings (its flags win)")
+
+    @model_validator(mode="after")
+    def _options_are_the_commands(self) -> External:
+        if self.kind == "difficulty":
+            if self.options:
+                raise ValueError(f"options {sorted(self.options)}: `sari-data difficulty` reads the recipe's "
+                                 f"`difficulty:` section (k, drop_unsolved, split, ...); move them there")
+            return self
+        self.settings()
+        return self
+
+    def settings(self) -> Strict:
+        """The options as the command's typed settings; unknown keys and wrong types are errors."""
+        kind = STAGE_OPTIONS[self.kind]
+        try:
+            return kind.model_validate(self.options)
+        except ValidationError as err:
+            raise ValueError(f"options of `{self.kind}` ({', '.join(kind.model_fields)}): "
+                             f"{describe_validation_error(err)}") from None
 
 
 Step = Annotated[BalancePositions | Split | NormaliseText | OptionSanity | Dedup | Decontaminate | SplitCounts | External,
@@ -200,6 +266,11 @@ class Recipe(Strict):
     llm: LLMConfig | None = Field(None, description="endpoint of the LLM stages (the key only from the environment)")
     audio: AudioSettings = Field(default_factory=AudioSettings)
     difficulty: DifficultyConfig = Field(default_factory=DifficultyConfig, description="`sari-data difficulty`")
+
+    def stage_settings(self, kind: str) -> Strict:
+        """The settings this recipe gives the `kind` command (its step's options, else defaults)."""
+        steps = [s for s in self.steps if isinstance(s, External) and s.kind == kind]
+        return steps[0].settings() if steps else STAGE_OPTIONS[kind]()
 
     @model_validator(mode="after")
     def _item_steps_first(self) -> Recipe:

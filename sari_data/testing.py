@@ -139,3 +139,26 @@ def write_bytes(path: Path, data: bytes) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(data)
     return path
+
+
+MMAR_MODALITIES = ("sound", "music", "speech", "mix-sound-music", "mix-sound-speech", "mix-music-speech",
+                   "mix-sound-music-speech")
+MMAR_CATEGORIES = ("Signal Layer", "Perception Layer", "Semantic Layer", "Cultural Layer")
+
+
+def mmar_rows(n: int, prefix: str = "mmar") -> list[dict]:
+    """MMAR-meta.jsonl-style records: every modality and category, MMAR's answer explanations
+    (`thinking`, `cue`, `rubric`, which must never reach a prompt), and, like four real MMAR items,
+    an empty option in every fifth record."""
+    rows = []
+    for i in range(n):
+        choices = [f"a bell {i}", f"a dog {i}", f"rain falling {i}", f"a car horn {i}"]
+        if i % 5 == 3:
+            choices[-1] = ""
+        rows.append({"id": f"{prefix}{i:03d}", "audio_path": f"./audio/{prefix}{i:03d}.wav",
+                     "question": f"Which sound is heard first in clip {i}?", "choices": choices,
+                     "answer": choices[i % 3], "modality": MMAR_MODALITIES[i % 7], "category": MMAR_CATEGORIES[i % 4],
+                     "sub-category": ["Counting", "Temporal Order", "Emotion"][i % 3], "language": "en",
+                     "source": "youtube", "url": "", "timestamp": "", "thinking": f"LEAK-THINKING {i}",
+                     "cue": [f"LEAK-CUE {i}"], "rubric": [{"name": f"LEAK-RUBRIC {i}", "choices": [0, 1]}]})
+    return rows

@@ -2,7 +2,8 @@
 
     sari-train tiny-model models/tiny-qwen2-audio --kind qwen2_audio      # offline random-weight model
     sari-train eval --model models/tiny-qwen2-audio --workspace workspaces/demo --split test
-    sari-train eval --model PATH --benchmark ../shared/data/benchmarks/mmau-test-mini.v2025-03.json --audio-root DIR
+    sari-train eval --model PATH --benchmark benchmarks/mmau/mmau-test-mini.v2025-03.json --audio-root data/mmau
+    sari-train eval --model PATH --workspace workspaces/eval-mmar --out artifacts/eval/mmar   # MMAR eval workspace
     sari-train sft --config pipelines/train/sari-qwen2-audio.yaml --model models/tiny-qwen2-audio
     sari-train grpo --config pipelines/train/r1-aqa.yaml --model runs/sft/final --workspace workspaces/demo
     sari-train experiment --config pipelines/experiments/ablations.yaml       # SARI's ablations, several seeds
@@ -45,7 +46,11 @@ def cmd_eval(args: argparse.Namespace) -> None:
         table = run_eval(config)
         results["accuracy"] = table.to_dict()
     print(table.round(1).to_string())
-    print(f"\npredictions, report.json and accuracy.png written to {config.out}")
+    n, skipped = int(table.loc["n"].iloc[0]), table.attrs.get("n_skipped", 0)
+    reasons = ", ".join(f"{why} {count}" for why, count in table.attrs.get("skipped_reasons", {}).items())
+    print(f"\nscored {n} of {n + skipped} items" + (f"; skipped {skipped} ({reasons}), listed in report.json"
+                                                    if skipped else "; none skipped"))
+    print(f"predictions, report.json and accuracy.png written to {config.out}")
 
 
 def cmd_train(args: argparse.Namespace) -> None:

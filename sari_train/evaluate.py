@@ -1,20 +1,27 @@
 """`sari-train eval`: accuracy with the official MMAU/MMAR word-set rule.
 
     sari-train eval --model base=models/base --model grpo=runs/grpo/final --workspace workspaces/demo --split test
-    sari-train eval --model PATH --benchmark mmau-test-mini.json --audio-root DIR
+    sari-train eval --model PATH --benchmark benchmarks/mmau/mmau-test-mini.v2025-03.json --audio-root data/mmau
+    sari-train eval --model PATH --workspace workspaces/eval-mmar --split test    # pipelines/eval-mmar.yaml
 
 `--model NAME=PATH` names a column (default: the folder's name). Each model is asked in the prompt
 format it was trained with (read from the `config.yaml` our trainers save next to the weights;
-implicit for other models) unless `--format` sets one for all. Greedy by default. Reports total,
-per task, per difficulty and per sub-category (micro averages), plus accuracy with the options
-shuffled (MMAU's gold leans to option A). Writes, per model, the
-MMAU-format predictions (`model_output`, readable by MMAU's evaluation.py), the MMAR-format ones
-(`answer_prediction`), a report JSON, and one table and PNG comparing all models.
+implicit for other models) unless `--format` sets one for all. Greedy by default. Reports total
+and the official scripts' breakdowns (micro averages): MMAU's task, difficulty and sub-category,
+MMAR's modality, category (Signal / Perception / Semantic / Cultural Layer) and sub-category, plus
+accuracy with the options shuffled (MMAU's gold leans to option A). Every benchmark item is
+scored or listed as skipped with its reason (report and printed summary). Writes, per model, the
+benchmark's own records plus the prediction field its official `evaluation.py` reads:
+`mmau_predictions.json` (`model_output`) for MMAU-style records, `mmar_predictions.json`
+(`answer_prediction`, plus `thinking_prediction` for MMAR's rubric scorer) for MMAR's; a report
+JSON, and one table and PNG comparing all models.
 """
 
 from __future__ import annotations
 
 import json
+import re
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,8 +32,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field
 from tqdm import tqdm
 
-from corpus.benchmarks import read_benchmark
-from corpus.clips import load_clip, read_audio
+from corpus.benchmarks import PREDICTION_FIELD, benchmark_kind, read_benchmark, shown_choices
+from corpus.clips import load_clip, read_audio, under_root
 from corpus.scoring import extract_answer, mmau_match
 from corpus.store import Workspace
 from sari_train.config import ConfigError
@@ -42,8 +49,10 @@ class EvalConfig(BaseModel):
                                                         "NAME=PATH names the column")
     workspace: Path | None = Field(None, description="evaluate the items of this workspace's --split")
     split: str = Field("test", description="workspace split to evaluate")
-    benchmark: Path | None = Field(None, description="an MMAU/MMAR JSON or JSONL file")
-    audio_root: Path | None = Field(None, description="folder the benchmark's audio paths are relative to")
+    benchmark: Path | None = Field(None, description="an MMAU/MMAR JSON or JSONL file, e.g. "
+                                                      "benchmarks/mmau/mmau-test-mini.v2025-03.json")
+    audio_root: Path | None = Field(None, description="folder the benchmark's audio paths are relative to "
+                                                      "(e.g. data/mmau, holding test-mini-audios/)")
     prompt: PromptStyle | None = Field(None, description="one prompt style for all models (default: each "
                                                           "model's trained style, else implicit)")
     max_new_tokens: int = Field(64, ge=1, description="generation budget (raise it for thinking formats)")
@@ -67,6 +76,11 @@ class EvalItem:
     record: dict[str, Any]  # the benchmark-format record the prediction files extend
 
 
+# The official scripts' breakdowns: MMAU's task, difficulty, sub-category; MMAR's modality, category,
+# sub-category. Each is read from the benchmark's own record, so our rows are the scripts' rows.
+GROUPS = ("task", "modality", "category", "difficulty", "sub-category")
+
+
 def difficulty_label(knob: float | None) -> str:
     """Synthetic items carry a numeric difficulty knob; report it as MMAU-style thirds."""
     if knob is None:
@@ -85,31 +99,50 @@ def workspace_items(root: Path, split: str, limit: int | None) -> list[EvalItem]
         family = meta.get("family") or meta.get("sub-category") or item.sub_category
         knob = meta.get("difficulty")  # MMAU's easy/medium/hard, or the synthetic numeric knob
         difficulty = knob if isinstance(knob, str) else difficulty_label(knob)
-        # Benchmark workspaces keep the benchmark's own id and dataset, so predictions match its files.
-        record = {"id": meta.get("benchmark_id", item.id), "audio_id": item.audio.path, "question": item.question,
-                  "choices": item.choices, "answer": item.answer, "dataset": meta.get("dataset", item.source),
-                  "task": item.task, "split": item.split, "category": item.category, "sub-category": family,
-                  "difficulty": difficulty}
+        # Benchmark workspaces keep the record as the benchmark wrote it; other items get MMAU's fields.
+        record = meta.get("benchmark_record") or {
+            "id": meta.get("benchmark_id", item.id), "audio_id": item.audio.path, "question": item.question,
+            "choices": item.choices, "answer": item.answer, "dataset": meta.get("dataset", item.source),
+            "task": item.task, "split": item.split, "category": item.category, "sub-category": family,
+            "difficulty": difficulty}
         out.append(EvalItem(item.id, item.question, item.choices, item.answer, item.task, difficulty,
                             family, load_clip(root, item.audio), record))
     return out
 
 
-def benchmark_items(path: Path, audio_root: Path | None, limit: int | None) -> tuple[list[EvalItem], list[str]]:
-    """Benchmark items whose audio exists; the ids of those skipped (missing audio) come back too."""
+def workspace_skipped(root: Path, split: str) -> list[dict[str, str]]:
+    """The benchmark records of a workspace's eval sources that are not items with audio in `split`:
+    each with its reason and where it came from (the build's quarantine record, file:line)."""
+    with Workspace(root, read_only=True) as ws:
+        items = ws.items()
+        quarantine = ws.frame("quarantine")
+    sources = {i.source for i in items if i.split == split and "benchmark_id" in i.meta}
+    stored = {i.meta.get("locator") for i in items if i.source in sources and i.audio is not None}
+    skipped = [{"item": i.meta["benchmark_id"], "reason": "no_audio", "detail": "stored without audio"}
+               for i in items if i.source in sources and i.split == split and i.audio is None]
+    if len(quarantine):
+        rows = quarantine[quarantine.source.isin(sources) & ~quarantine.locator.isin(stored)]
+        skipped += [{"item": r.locator, "reason": r.reason, "detail": r.message} for r in rows.itertuples()]
+    return skipped
+
+
+def benchmark_items(path: Path, audio_root: Path | None, limit: int | None
+                    ) -> tuple[list[EvalItem], list[dict[str, str]]]:
+    """Benchmark items whose audio exists, and every other record with why it was skipped."""
     if not path.exists():
         raise ConfigError(f"benchmark file {path} not found")
     root = audio_root or path.parent
-    found, skipped = [], []
+    found: list[EvalItem] = []
     items, problems = read_benchmark(path)
-    skipped += [locator for locator, _ in problems]
+    skipped = [{"item": locator, "reason": "invalid_benchmark_record", "detail": why} for locator, why in problems]
     for item in items[:limit]:
-        audio_path = root / item.audio
-        if not audio_path.exists():
-            skipped.append(item.id)
+        audio_path = under_root(root, item.audio)
+        if audio_path is None or not audio_path.is_file():
+            reason = "path_escapes_root" if audio_path is None else "missing_audio"
+            skipped.append({"item": item.id, "reason": reason, "detail": f"{item.audio} under {root}"})
             continue
-        found.append(EvalItem(item.id, item.question, item.choices, item.answer, item.task, item.difficulty,
-                              item.sub_category, read_audio(audio_path), dict(item.record)))
+        found.append(EvalItem(item.id, item.question, shown_choices(item.choices), item.answer, item.task,
+                              item.difficulty, item.sub_category, read_audio(audio_path), dict(item.record)))
     if not found:
         raise ConfigError(f"none of the {len(items)} items of {path} has its audio under {root}; "
                           f"pass --audio-root with the folder holding e.g. {items[0].audio if items else 'the clips'}")
@@ -131,22 +164,27 @@ def predict(engine: LocalEngine, items: list[EvalItem], style: PromptStyle, sett
 
 
 def score(items: list[EvalItem], completions: list[str]) -> pd.DataFrame:
-    """One row per item: its groups and whether the extracted answer passes the MMAU rule."""
+    """One row per item: its groups (from its benchmark record) and whether the extracted answer
+    passes the MMAU/MMAR rule."""
     rows = []
     for item, completion in zip(items, completions):
         prediction = extract_answer(completion)
-        rows.append(dict(id=item.id, task=item.task, difficulty=item.difficulty, sub_category=item.sub_category,
-                         prediction=prediction, correct=mmau_match(prediction, item.answer, item.choices)))
+        groups = {g: str(item.record[g]) for g in GROUPS if item.record.get(g) not in (None, "")}
+        rows.append(dict(id=item.id, **groups, prediction=prediction,
+                         correct=mmau_match(prediction, item.answer, item.choices)))
     return pd.DataFrame(rows)
 
 
 def accuracy_table(scored: pd.DataFrame, shuffled: pd.DataFrame | None = None) -> pd.Series:
-    """Accuracy in % keyed by group (`total`, `task/sound`, `difficulty/easy`, `sub-category/...`)."""
+    """Accuracy in % keyed by group (`total`, `task/sound`, `modality/mix-sound-speech`,
+    `category/Signal Layer`, `difficulty/easy`, `sub-category/...`)."""
     table = {"total": scored.correct.mean() * 100}
-    for column, prefix in (("task", "task"), ("difficulty", "difficulty"), ("sub_category", "sub-category")):
+    for column in GROUPS:
+        if column not in scored:
+            continue
         for value, group in scored.groupby(column):
             if value:
-                table[f"{prefix}/{value}"] = group.correct.mean() * 100
+                table[f"{column}/{value}"] = group.correct.mean() * 100
     if shuffled is not None:
         table["total (shuffled options)"] = shuffled.correct.mean() * 100
     table["n"] = len(scored)
@@ -174,10 +212,16 @@ def trained_style(model: str) -> PromptStyle:
     return PromptStyle()
 
 
+def eval_style(config: EvalConfig, model: str) -> PromptStyle:
+    """The model's prompt style, with questions asked as the benchmark wrote them: 75 MMAR questions
+    say "video", and neither official protocol rewrites them (a corpus build already rewrites AVQA's)."""
+    return (config.prompt or trained_style(model)).model_copy(update={"video_to_audio": False})
+
+
 def evaluate_model(model: str, items: list[EvalItem], config: EvalConfig) -> tuple[pd.Series, list[str]]:
     lm = AudioLM.load(model)
     engine = LocalEngine(lm, batch_size=config.batch_size)
-    style = config.prompt or trained_style(model)
+    style = eval_style(config, model)
     settings = SamplingSettings(k=1, temperature=0.0, max_new_tokens=config.max_new_tokens)
     completions = predict(engine, items, style, settings, desc=f"eval {Path(model).name}")
     scored = score(items, completions)
@@ -189,13 +233,30 @@ def evaluate_model(model: str, items: list[EvalItem], config: EvalConfig) -> tup
     return accuracy_table(scored, shuffled), completions
 
 
+_THINK = re.compile(r"<think>(.*?)</think>", re.DOTALL)
+
+
+def prediction_record(item: EvalItem, completion: str) -> dict[str, Any]:
+    """The benchmark's record plus the field its official script reads (and the raw completion)."""
+    kind = benchmark_kind(item.record)
+    record = {**item.record, PREDICTION_FIELD[kind]: extract_answer(completion), "raw_output": completion}
+    if kind == "mmar":  # MMAR's rubric scorer also reads the reasoning
+        thinking = _THINK.search(completion)
+        record["thinking_prediction"] = thinking.group(1).strip() if thinking else ""
+    return record
+
+
 def write_predictions(items: list[EvalItem], completions: list[str], folder: Path) -> None:
-    """MMAU format (`model_output`) and MMAR format (`answer_prediction`) side by side."""
+    """`mmau_predictions.json` for MMAU-style records, `mmar_predictions.json` for MMAR's: each
+    one the official evaluation.py of that benchmark reads unedited."""
     folder.mkdir(parents=True, exist_ok=True)
-    mmau = [{**i.record, "model_output": extract_answer(c), "raw_output": c} for i, c in zip(items, completions)]
-    mmar = [{**i.record, "answer_prediction": extract_answer(c)} for i, c in zip(items, completions)]
-    (folder / "mmau_predictions.json").write_text(json.dumps(mmau, indent=1, ensure_ascii=False))
-    (folder / "mmar_predictions.json").write_text(json.dumps(mmar, indent=1, ensure_ascii=False))
+    for kind in PREDICTION_FIELD:
+        records = [prediction_record(i, c) for i, c in zip(items, completions) if benchmark_kind(i.record) == kind]
+        path = folder / f"{kind}_predictions.json"
+        if records:
+            path.write_text(json.dumps(records, indent=1, ensure_ascii=False))
+        elif path.exists():  # left from an earlier run on another benchmark
+            path.unlink()
 
 
 def write_chart(table: pd.DataFrame, path: Path) -> Path:
@@ -218,20 +279,24 @@ def run_eval(config: EvalConfig) -> pd.DataFrame:
     """Evaluate every model on the same items; returns the comparison table (rows: groups, columns: models)."""
     if (config.workspace is None) == (config.benchmark is None):
         raise ConfigError("give exactly one of --workspace or --benchmark")
-    skipped: list[str] = []
     if config.workspace is not None:
         items = workspace_items(config.workspace, config.split, config.limit)
+        skipped = workspace_skipped(config.workspace, config.split)
     else:
         items, skipped = benchmark_items(config.benchmark, config.audio_root, config.limit)
     columns = {}
     for name, model in map(named, config.models):
         table, completions = evaluate_model(model, items, config)
+        if skipped:  # the strict figure: every skipped item counted as wrong
+            table["total (skipped counted wrong)"] = table["total"] * len(items) / (len(items) + len(skipped))
         columns[name] = table
         write_predictions(items, completions, config.out / name)
     comparison = pd.DataFrame(columns)
     config.out.mkdir(parents=True, exist_ok=True)
-    report = {"config": config.model_dump(mode="json"), "n_items": len(items), "skipped": skipped,
-              "accuracy": comparison.to_dict()}
+    reasons = dict(Counter(s["reason"] for s in skipped))
+    report = {"config": config.model_dump(mode="json"), "n_items": len(items), "n_skipped": len(skipped),
+              "skipped_reasons": reasons, "skipped": skipped, "accuracy": comparison.to_dict()}
     (config.out / "report.json").write_text(json.dumps(report, indent=2))
     write_chart(comparison.drop(index="n"), config.out / "accuracy.png")
+    comparison.attrs.update(n_skipped=len(skipped), skipped_reasons=reasons)  # for the printed summary
     return comparison

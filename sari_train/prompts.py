@@ -1,5 +1,5 @@
 """Prompt formats: the one definition of what the model is asked and what it should answer,
-shared by SFT targets, GRPO prompts, difficulty rollouts and evaluation (DESIGN.md §4).
+shared by SFT targets, GRPO prompts, difficulty rollouts and evaluation (docs/design-notes.md, "Prompt and answer format").
 
 R1-AQA's user text is the question, a space, `Please choose the answer from the following
 options: ` with the Python list repr of the options and a period, then an output instruction.

@@ -50,6 +50,8 @@ class TrainConfig(BaseModel):
     workspace: Path = Field(description="corpus workspace with the training split")
     split: str = Field("train", description="split to train on")
     eval_split: str | None = Field("test", description="held-out split for greedy accuracy (none: no eval)")
+    eval_workspace: Path | None = Field(None, description="workspace holding eval_split (default: `workspace`), "
+                                                          "e.g. the MMAU test-mini eval workspace")
     eval_every: int = Field(0, ge=0, description="evaluate every N steps (0: at the start and the end only)")
     eval_limit: int | None = Field(200, ge=1, description="evaluate on at most N held-out items")
     eval_max_new_tokens: int = Field(64, ge=1, description="generation budget of the greedy eval")
@@ -69,6 +71,10 @@ class TrainConfig(BaseModel):
     resume: bool = Field(False, description="continue from the latest checkpoint in `out`")
     dtype: Literal["float32", "bfloat16", "float16"] = Field("float32", description="model weights dtype")
     tensorboard: bool = Field(True, description="also write TensorBoard scalars")
+
+    @property
+    def eval_root(self) -> Path:
+        return self.eval_workspace or self.workspace
 
 
 # --- model ---------------------------------------------------------------------------------------
@@ -274,7 +280,7 @@ class Run:
 
     def evaluate(self, step: int) -> None:
         if self.held_out:
-            scores = held_out_accuracy(self.lm, self.held_out, self.config.workspace, self.config.prompt,
+            scores = held_out_accuracy(self.lm, self.held_out, self.config.eval_root, self.config.prompt,
                                        self.config.eval_max_new_tokens, self.accelerator)
             self.accuracy[step] = round(scores["eval/accuracy"], 1)
             self.log.log(step, scores)
@@ -310,7 +316,7 @@ def start_run(config: TrainConfig, accelerator: Any, sampler: Any, updates: int,
     model = accelerator.prepare(lm.model)  # DDP when launched on several processes
     log = MetricsLog(config.out, accelerator.is_main_process, resume_step=start if checkpoint else None,
                      tensorboard=config.tensorboard)
-    held_out = (load_examples(config.workspace, config.eval_split, None, config.eval_limit)[0]
+    held_out = (load_examples(config.eval_root, config.eval_split, None, config.eval_limit)[0]
                 if config.eval_split else [])
     run = Run(config, accelerator, lm, peft_model, optimizer, scheduler, model, log, start, held_out)
     if start == 0:

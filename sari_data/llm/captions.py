@@ -3,11 +3,13 @@
 Two backends: an OpenAI-compatible endpoint that accepts audio in chat (`input_audio` content
 parts, base64 16-bit WAV at 16 kHz), or a local transformers Qwen2-Audio checkpoint folder.
 Two inputs: a clips file (JSONL, one clip per line) or a folder of audio files, captioned into a
-clips file that `sari-data questions` reads; or the items of a workspace that have no caption yet.
+clips file that `sari-data questions` reads; or the clips and items of a workspace that have no
+caption yet (clips then feed `sari-data questions --workspace W` directly).
 Both backends go through the request cache, so a re-run never captions a clip twice.
 
     sari-data captions --clips clips.jsonl --out captioned.jsonl --workspace W --model qwen2-audio --base-url URL
     sari-data captions --workspace W --split train --local-model models/Qwen2-Audio-7B-Instruct
+    sari-data captions --workspace W --recipe pipelines/sari-32k.yaml    # the workspace's uncaptioned clips and items
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ import soundfile as sf
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from corpus.provenance import recorded_run
-from corpus.records import Task
+from corpus.records import Clip as StoredClip, Item, Task
 from corpus.store import Workspace
 from sari_data.llm.client import LLMClient
 from sari_data.llm.config import LLMConfig
@@ -209,16 +211,18 @@ def run_captions(workspace: str | Path, *, config: LLMConfig = LLMConfig(), clip
                 if isinstance(clip, Clip):
                     kept.append(clip)
             write_clips(out, kept)
-        else:
+        else:  # the workspace's items and clips (AudioSet, MELD: clips awaiting `sari-data questions`)
             items = [it for it in ws.items(split) if it.audio is not None and (redo or not it.caption)]
-            by_id = {it.id: it for it in items}
-            captions, source, usage = caption_all({it.id: ws.root / it.audio.path for it in items}, ws.root,
+            stored = [c for c in ws.records(StoredClip) if split in (None, c.split) and (redo or not c.caption)]
+            by_id = {r.id: r for r in [*items, *stored]}
+            captions, source, usage = caption_all({k: ws.root / r.audio.path for k, r in by_id.items()}, ws.root,
                                                   config, local_model, progress)
             updated = [by_id[k].model_copy(update={"caption": text, "caption_source": source})
                        for k, (text, _) in captions.items() if text is not None]
             failures.update({k: reason for k, (text, reason) in captions.items() if text is None})
             with ws.transaction():
-                ws.upsert(sorted(updated, key=lambda it: it.id))
+                for kind in (Item, StoredClip):
+                    ws.upsert(sorted((r for r in updated if isinstance(r, kind)), key=lambda r: r.id))
         results.update(captioned=sum(1 for text, _ in captions.values() if text), failed=len(failures),
                        failures=failures, caption_source=source, llm_usage=usage, out=str(out) if out else None)
         return dict(results)

@@ -13,7 +13,14 @@ from typing import Any
 
 from sari_data.llm.config import LLMConfig
 from sari_data.llm.runner import format_rows, usage_table
-from sari_data.recipe import RecipeError, load_recipe
+from sari_data.recipe import STAGE_OPTIONS, RecipeError, load_recipe
+
+
+def stage_settings(args: argparse.Namespace, kind: str) -> Any:
+    """The command's settings: its flags, else the recipe step's `options:` (with --recipe), else defaults."""
+    settings = load_recipe(args.recipe).stage_settings(kind) if args.recipe else STAGE_OPTIONS[kind]()
+    flags = {k: getattr(args, k) for k in type(settings).model_fields if getattr(args, k, None) is not None}
+    return settings.model_copy(update=flags)
 
 
 def llm_config(args: argparse.Namespace) -> LLMConfig:
@@ -35,8 +42,9 @@ def _print_summary(results: dict[str, Any], rows: list[tuple[Any, ...]], header:
 def cmd_cot(args: argparse.Namespace) -> None:
     from sari_data.llm.cot import run_cot
 
-    results = run_cot(args.workspace, config=llm_config(args), writer=args.writer, split=args.split or None, n=args.n,
-                      seed=args.seed, redo=args.redo, progress=not args.quiet)
+    s = stage_settings(args, "cot")
+    results = run_cot(args.workspace, config=llm_config(args), writer=s.writer, split=s.split or None, n=s.n,
+                      seed=s.seed, redo=args.redo, progress=not args.quiet)
     rows = [tuple(key.split("/")) + (count,) for key, count in results["chains"].items()]
     _print_summary(results, rows, ("style", "outcome", "chains"))
     print(f"cot: {results['selected']} items selected, {results['skipped_done']} already done, "
@@ -46,10 +54,12 @@ def cmd_cot(args: argparse.Namespace) -> None:
 def cmd_questions(args: argparse.Namespace) -> None:
     from sari_data.llm.questions import run_questions
 
-    if not Path(args.clips).exists():
+    if args.clips and not Path(args.clips).exists():
         raise RecipeError(f"clips file {args.clips} not found; write one with `sari-data captions --clips DIR --out FILE`")
-    results = run_questions(args.workspace, Path(args.clips), config=llm_config(args), per_clip=args.per_clip,
-                            seed=args.seed, split=args.split, progress=not args.quiet)
+    s = stage_settings(args, "questions")
+    clips = Path(args.clips) if args.clips else None
+    results = run_questions(args.workspace, clips, config=llm_config(args), per_clip=s.per_clip,
+                            seed=s.seed, split=s.split, progress=not args.quiet)
     _print_summary(results, sorted(results["reasons"].items()), ("quarantine reason", "records"))
     print(f"questions: {results['items']} items written, {results['quarantined']} quarantined "
           f"from {results['clips']} clips")
@@ -63,7 +73,8 @@ def cmd_captions(args: argparse.Namespace) -> None:
     if args.clips and not Path(args.clips).exists():
         raise RecipeError(f"clips file or folder {args.clips} not found")
     results = run_captions(args.workspace, config=llm_config(args), clips=Path(args.clips) if args.clips else None,
-                           out=Path(args.out) if args.out else None, split=args.split, local_model=args.local_model,
+                           out=Path(args.out) if args.out else None, split=stage_settings(args, "captions").split,
+                           local_model=args.local_model,
                            redo=args.redo, progress=not args.quiet)
     rows = sorted((reason.split(":")[0], where) for where, reason in results["failures"].items())[:20]
     _print_summary(results, rows, ("failure", "clip or item"))
@@ -74,8 +85,9 @@ def cmd_captions(args: argparse.Namespace) -> None:
 def cmd_blind(args: argparse.Namespace) -> None:
     from sari_data.llm.blind import run_blind
 
-    results = run_blind(args.workspace, config=llm_config(args), k=args.k, temperature=args.temperature,
-                        split=args.split, n=args.n, seed=args.seed, max_pass_rate=args.max_pass_rate,
+    s = stage_settings(args, "blind")
+    results = run_blind(args.workspace, config=llm_config(args), k=s.k, temperature=s.temperature,
+                        split=s.split, n=s.n, seed=s.seed, max_pass_rate=s.max_pass_rate,
                         progress=not args.quiet)
     _print_summary(results, list(results["pass_rates"].items()), ("blind correct", "items"))
     print(f"blind: {results['scored']} items scored, {results['failed']} failed, "
@@ -84,7 +96,8 @@ def cmd_blind(args: argparse.Namespace) -> None:
 
 def _llm_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workspace", required=True, help="workspace folder")
-    parser.add_argument("--recipe", help="take the endpoint settings from this recipe's `llm:` block")
+    parser.add_argument("--recipe", help="take the endpoint from this recipe's `llm:` block and this command's "
+                                         "settings from its step's `options:` (flags win)")
     parser.add_argument("--base-url", help="OpenAI-compatible endpoint, e.g. http://localhost:8000/v1 "
                                            "(default: $SARI_LLM_BASE_URL or $OPENAI_BASE_URL)")
     parser.add_argument("--model", help="model name (default: $SARI_LLM_MODEL)")
@@ -106,29 +119,31 @@ def add_llm_commands(commands: Any) -> None:
 
     q = commands.add_parser("questions", help="write multiple-choice questions from captioned clips")
     _llm_flags(q)
-    q.add_argument("--clips", required=True, help="captioned clips JSONL (from `sari-data captions`)")
-    q.add_argument("--per-clip", type=int, default=1, help="questions per clip")
-    q.add_argument("--split", default="train", help="split of the new items")
-    q.add_argument("--seed", type=int, default=0, help="seed of the answer-position balancing")
+    q.add_argument("--clips", help="captioned clips JSONL (from `sari-data captions --clips`); default: the "
+                                   "workspace's captioned clips")
+    q.add_argument("--per-clip", type=int, help="questions per clip (default 1)")
+    q.add_argument("--split", help="split of the new items (default train)")
+    q.add_argument("--seed", type=int, help="seed of the answer-position balancing (default 0)")
     q.set_defaults(run=cmd_questions)
 
     cot = commands.add_parser("cot", help="write structured and free-form chains of thought")
     _llm_flags(cot)
-    cot.add_argument("--split", default="train", help="items of this split ('' for all)")
+    cot.add_argument("--split", help="items of this split ('' for all; default train)")
     cot.add_argument("--n", type=int, help="a seeded sample of n items (default: all selected)")
-    cot.add_argument("--seed", type=int, default=0, help="seed of the sample")
-    cot.add_argument("--writer", choices=["auto", "llm", "template"], default="auto",
-                     help="auto: the LLM when an endpoint is configured, else the template writer for synthetic items")
+    cot.add_argument("--seed", type=int, help="seed of the sample (default 0)")
+    cot.add_argument("--writer", choices=["auto", "llm", "template"],
+                     help="auto (default): the LLM when an endpoint is configured, else the template writer for "
+                          "synthetic items")
     cot.add_argument("--redo", action="store_true", help="rewrite items that already have both chains")
     cot.set_defaults(run=cmd_cot)
 
     blind = commands.add_parser("blind", help="text-only pass rate: answer each question without the audio")
     _llm_flags(blind)
-    blind.add_argument("--k", type=int, default=4, help="samples per item")
-    blind.add_argument("--temperature", type=float, default=1.0)
+    blind.add_argument("--k", type=int, help="samples per item (default 4)")
+    blind.add_argument("--temperature", type=float, help="default 1.0")
     blind.add_argument("--split", help="only this split")
     blind.add_argument("--n", type=int, help="a seeded sample of n items")
-    blind.add_argument("--seed", type=int, default=0)
+    blind.add_argument("--seed", type=int, help="default 0")
     blind.add_argument("--max-pass-rate", type=float,
                        help="quarantine items whose blind pass rate is above this (e.g. 0.75)")
     blind.set_defaults(run=cmd_blind)

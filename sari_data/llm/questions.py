@@ -9,6 +9,7 @@ is offered). Otherwise it is re-asked with the reason, then quarantined with it.
 are balanced over the run (the LLM tends to put the answer first).
 
     sari-data questions --clips captioned.jsonl --workspace W --base-url URL --model Qwen2.5-72B-Instruct
+    sari-data questions --workspace W --recipe pipelines/sari-32k.yaml    # the workspace's captioned clips
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from pydantic import BaseModel, ConfigDict
 
 from corpus.clips import save_clip
 from corpus.provenance import recorded_run
-from corpus.records import AudioRef, Item, Quarantine, make_item_id
+from corpus.records import AudioRef, Clip as StoredClip, Item, Quarantine, make_item_id
 from corpus.scoring import normalise, words
 from corpus.store import Workspace
 from sari_data.llm.captions import SAMPLE_RATE, Clip, load_audio, read_clips
@@ -139,15 +140,25 @@ def stored_audio(ws: Workspace, clip: Clip) -> AudioRef | None:
     return save_clip(ws.audio_dir, samples, SAMPLE_RATE)
 
 
-def run_questions(workspace: str | Path, clips: Path, *, config: LLMConfig = LLMConfig(), per_clip: int = 1,
-                  seed: int = 0, split: str = "train", progress: bool = True) -> dict[str, Any]:
-    """Write questions for every captioned clip of a clips file into the workspace."""
+def workspace_clips(ws: Workspace) -> list[tuple[str, Clip | str]]:
+    """The workspace's clips (from `captions` sources) as clips-file entries, audio already stored."""
+    return [(f"clips:{c.id}", Clip(source=c.source, source_id=c.source_id, caption=c.caption,
+                                    caption_source=c.caption_source, task=c.task, license=c.license, meta=c.meta))
+            for c in ws.records(StoredClip)]
+
+
+def run_questions(workspace: str | Path, clips: Path | None = None, *, config: LLMConfig = LLMConfig(),
+                  per_clip: int = 1, seed: int = 0, split: str = "train", progress: bool = True) -> dict[str, Any]:
+    """Write questions for every captioned clip of a clips file (or of the workspace's clips table)
+    into the workspace."""
     config = config.resolved()
     with Workspace(workspace, create=True) as ws, recorded_run(ws, "questions", llm=config.model_dump(),
-                                                               clips=str(clips), per_clip=per_clip, seed=seed) as results:
+                                                               clips=str(clips) if clips else "workspace",
+                                                               per_clip=per_clip, seed=seed) as results:
         jobs: list[tuple[str, Clip, AudioRef | None]] = []
         bad: list[Quarantine] = []
-        for locator, clip in read_clips(clips):
+        stored = {f"clips:{c.id}": c.audio for c in ws.records(StoredClip)} if clips is None else {}
+        for locator, clip in (read_clips(clips) if clips is not None else workspace_clips(ws)):
             if isinstance(clip, str):
                 bad.append(Quarantine(source="?", locator=locator, reason="bad_clip", message=clip))
             elif not clip.caption:
@@ -155,7 +166,8 @@ def run_questions(workspace: str | Path, clips: Path, *, config: LLMConfig = LLM
                                       message="caption the clip first: sari-data captions"))
             else:
                 try:
-                    jobs.append((locator, clip, stored_audio(ws, clip) if clip.audio else None))
+                    audio = stored[locator] if locator in stored else stored_audio(ws, clip) if clip.audio else None
+                    jobs.append((locator, clip, audio))
                 except (OSError, RuntimeError, ValueError) as err:
                     bad.append(Quarantine(source=clip.source, locator=locator, reason="missing_audio", message=str(err)))
         records: list[Item | Quarantine] = []

@@ -3,7 +3,7 @@
 One config per view (`all`, `eval`, `sft`, `rl`). Audio is embedded as WAV bytes in a
 struct{bytes, path} column and the `datasets` features (with `Audio`) are stored in the schema's
 `huggingface` metadata, so `load_dataset` and the Hub viewer see an audio column. We encode with
-pyarrow, not `datasets`, whose Audio encoder needs torchcodec (DESIGN.md §5).
+pyarrow, not `datasets`, whose Audio encoder needs torchcodec (docs/design-notes.md, "Audio in Parquet").
 
 The export is written to a temporary folder and swapped in whole, so a killed export or a failed
 upload never leaves a half folder; the bytes are deterministic, so a re-export changes only the

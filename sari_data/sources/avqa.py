@@ -16,17 +16,23 @@ from sari_data.sources.common import Pending, audio_source, convert_rows, pendin
 META_FIELDS = ("video_name", "video_id", "question_relation", "question_type", "dataset_name")
 
 
-def to_audio(question: str) -> str:
-    """R1-AQA's rewrite: the model hears the soundtrack only, so 'video' becomes 'audio'."""
-    return re.sub(r"\bvideo\b", "audio", re.sub(r"\bVideo\b", "Audio", question))
+def to_audio(question: str, mode: str = "words") -> str:
+    """The model hears the soundtrack only, so 'video' becomes 'audio'. `r1aqa`: R1-AQA's exact
+    rewrite, a plain `replace("video", "audio")` (lower case only, inside words too: "videos" ->
+    "audios"); `words`: whole words in either case ("Video" -> "Audio", "videos" kept); `off`: as is."""
+    if mode == "r1aqa":
+        return question.replace("video", "audio")
+    if mode == "words":
+        return re.sub(r"\bvideo\b", "audio", re.sub(r"\bVideo\b", "Audio", question))
+    return question
 
 
 def fields(row: dict[str, Any], source: AvqaSource) -> dict[str, Any]:
     choices, answer = row.get("multi_choice"), row.get("answer")
     gold = choices[answer] if isinstance(choices, list) and isinstance(answer, int) and 0 <= answer < len(choices) else None
     question = row.get("question_text")
-    if source.video_to_audio and isinstance(question, str):
-        question = to_audio(question)
+    if isinstance(question, str):
+        question = to_audio(question, source.video_to_audio)
     return dict(
         id=make_item_id(source.name, str(row.get("id"))), source=source.name, source_id=str(row.get("id")),
         question=question, choices=choices, answer=gold if gold is not None else repr(answer),

@@ -4,9 +4,13 @@ own id and metadata: MMAU's `dataset`, `difficulty`, `category`, `sub-category`;
 evaluation uses too, which drops MMAR's answer explanations (`thinking`, `cue`, `rubric`): they
 never enter the question, options, caption or meta, so no prompt can see them.
 
-Some MMAU items repeat an option (`['four', 'nine', 'fourteen', 'fourteen']`). Dropping them
-would change the denominator of every published score, so repeats are removed (the first kept;
-the official word-set rule scores the same) and the original list is kept in meta.
+Some MMAU items repeat an option (`['four', 'nine', 'fourteen', 'fourteen']`) and four MMAR items
+have an empty one. Dropping those items would change the denominator of every published score, so
+the item shows each option once and no empty one (`corpus.benchmarks.shown_choices`, the list
+`sari-train eval --benchmark` shows too; the official word-set rule scores the same) and the
+original list is kept in meta. The whole record as the benchmark wrote it (minus MMAR's
+explanations) is kept in meta as `benchmark_record`: `sari-train eval` writes it back, plus the
+prediction, so the official scripts read our prediction files unedited.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from corpus.benchmarks import BenchmarkError, BenchmarkItem, benchmark_item
+from corpus.benchmarks import BenchmarkError, BenchmarkItem, benchmark_item, shown_choices
 from corpus.records import Item, Quarantine, make_item_id
 from sari_data.recipe import BenchmarkSource
 from sari_data.sources.common import Pending, audio_source, convert_rows, pending
@@ -35,9 +39,10 @@ def task_of(value: str) -> str | None:
 def fields(bench: BenchmarkItem, source: BenchmarkSource) -> dict[str, Any]:
     meta: dict[str, Any] = {"benchmark": source.name, "benchmark_id": bench.id}
     meta.update({k: bench.record[k] for k in KEPT if k in bench.record})
-    choices = list(dict.fromkeys(bench.choices))
-    if len(choices) != len(bench.choices):
+    choices = shown_choices(bench.choices)
+    if choices != bench.choices:
         meta["original_choices"] = bench.choices
+    meta["benchmark_record"] = bench.record
     return dict(
         id=make_item_id(source.name, bench.id), source=source.name, source_id=bench.id,
         question=bench.question, choices=choices, answer=bench.answer,

@@ -1,12 +1,14 @@
 """Reward functions with TRL's calling convention: `fn(prompts, completions, **columns) -> list[float]`.
 
 Columns passed to every function: `answer` (gold option text), `choices`, `question`, `item_id`.
-Built-ins (DESIGN.md §4, R1-AQA):
+Built-ins (R1-AQA's rules; docs/design-notes.md, "Rewards"):
 - `accuracy`: the first one-line `<answer>…</answer>` equals the gold text exactly;
   `accuracy_normalised` forgives case, punctuation and spacing.
 - `format`: the whole completion full-matches `<answer>.*?</answer>` (implicit prompts) or
   `<think>.*?</think>\\s*<answer>.*?</answer>` (thinking prompts), DOTALL.
 - `structure`: the think block holds the four sections planning, caption, reasoning, summary in order.
+- `accuracy_r1aqa`, `format_r1aqa`: R1-AQA's published rewards exactly, guards off (its
+  symbolic math check first, through `math_verify` as R1-AQA does, then the string rule).
 Guards against known hacks (both score 0 on accuracy and format): an empty answer, and repeated
 tag blocks (several `<answer>`s let a policy list every option; `.*?` would still full-match).
 A user function plugs in by dotted path, `package.module.function` or `package.module:function`.
@@ -21,7 +23,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
-from corpus.scoring import exact_match, normalised_match
+from corpus.scoring import exact_match, extract_answer, normalised_match
 from sari_train.prompts import structured_sections
 
 RewardFn = Callable[..., list[float]]
@@ -46,9 +48,31 @@ def accuracy_normalised(prompts: list[Any], completions: list[str], answer: list
     return [float(normalised_match(c, a) and not hacked(c)) for c, a in zip(completions, answer)]
 
 
-def format_reward(prompts: list[Any], completions: list[str], *, explicit: bool = False, **_: Any) -> list[float]:
+def accuracy_r1aqa(prompts: list[Any], completions: list[str], answer: list[str], **_: Any) -> list[float]:
+    """R1-AQA's `accuracy_reward`: its gold is `<answer>{option}</answer>`; a symbolic match of the
+    two (math_verify, any error ignored) or the extracted answers being equal scores 1. No guards."""
+    from math_verify import parse, verify
+
+    rewards = []
+    for completion, gold in zip(completions, answer):
+        solution = f"<answer>{gold}</answer>"
+        try:
+            symbolic = float(verify(parse(completion), parse(solution))) > 0
+        except Exception:  # R1-AQA swallows every failure of the symbolic check
+            symbolic = False
+        rewards.append(float(symbolic or extract_answer(completion) == extract_answer(solution)))
+    return rewards
+
+
+def format_reward(prompts: list[Any], completions: list[str], *, explicit: bool = False, guarded: bool = True,
+                  **_: Any) -> list[float]:
     pattern = _EXPLICIT if explicit else _IMPLICIT
-    return [float(bool(pattern.fullmatch(c)) and not hacked(c)) for c in completions]
+    return [float(bool(pattern.fullmatch(c)) and not (guarded and hacked(c))) for c in completions]
+
+
+def format_r1aqa(prompts: list[Any], completions: list[str], *, explicit: bool = False, **_: Any) -> list[float]:
+    """R1-AQA's `format_reward` (and its commented-out thinking pattern): the full match alone, no guards."""
+    return format_reward(prompts, completions, explicit=explicit, guarded=False)
 
 
 def structure(prompts: list[Any], completions: list[str], **_: Any) -> list[float]:
@@ -59,7 +83,9 @@ def structure(prompts: list[Any], completions: list[str], **_: Any) -> list[floa
 
 
 BUILTIN: dict[str, RewardFn] = {"accuracy": accuracy, "accuracy_normalised": accuracy_normalised,
-                                "format": format_reward, "structure": structure}
+                                "format": format_reward, "structure": structure,
+                                "accuracy_r1aqa": accuracy_r1aqa, "format_r1aqa": format_r1aqa}
+FOLLOWS_PROMPT = ("format", "format_r1aqa")  # need the think block when the prompt asks for one
 
 
 @dataclass
@@ -89,8 +115,8 @@ def make_rewards(weights: dict[str, float], explicit: bool) -> list[Reward]:
     format (thinking prompts need the think block)."""
     rewards = []
     for name, weight in weights.items():
-        if name == "format":
-            fn = partial(format_reward, explicit=explicit)
+        if name in FOLLOWS_PROMPT:
+            fn = partial(BUILTIN[name], explicit=explicit)
         else:
             fn = BUILTIN.get(name) or load_function(name)
         label = name if name in BUILTIN else getattr(fn, "__name__", name)

@@ -51,12 +51,24 @@ def test_paths_resolve_inside_the_root_only(tmp_path):
     root = tmp_path / "root"
     write(root / "a" / "ok.wav", scene_clip(0, 1.0))
     write(tmp_path / "secret.wav", scene_clip(1, 1.0))
-    (root / "link.wav").symlink_to(tmp_path / "secret.wav")
-    assert resolve_in_root(root, "a/ok.wav") == (root / "a" / "ok.wav").resolve()
-    assert resolve_in_root(root, "a/../a/ok.wav") == (root / "a" / "ok.wav").resolve()
-    for escaping in ("../secret.wav", str(tmp_path / "secret.wav"), "link.wav"):
+    assert resolve_in_root(root, "a/ok.wav") == root / "a" / "ok.wav"
+    assert resolve_in_root(root, "./a/../a/ok.wav") == root / "a" / "ok.wav"
+    for escaping in ("../secret.wav", str(tmp_path / "secret.wav"), "a/../../secret.wav"):
         assert resolve_in_root(root, escaping)[0] == "path_escapes_root"
     assert resolve_in_root(root, "a/none.wav")[0] == "missing_audio"
+
+
+def test_symlinks_the_user_placed_under_the_root_are_followed(tmp_path):
+    """`data/mmau/test-mini-audios` linked to a bigger disk, or one linked clip: the user's choice."""
+    big_disk = tmp_path / "big-disk" / "test-mini-audios"
+    write(big_disk / "x.wav", scene_clip(0, 1.0))
+    root = tmp_path / "data" / "mmau"
+    root.mkdir(parents=True)
+    (root / "test-mini-audios").symlink_to(big_disk)
+    (root / "one.wav").symlink_to(big_disk / "x.wav")
+    assert resolve_in_root(root, "./test-mini-audios/x.wav") == root / "test-mini-audios" / "x.wav"
+    assert resolve_in_root(root, "one.wav") == root / "one.wav"
+    assert resolve_in_root(root, "test-mini-audios/../../../big-disk/test-mini-audios/x.wav")[0] == "path_escapes_root"
 
 
 def test_parallel_checks_keep_input_order(tmp_path):

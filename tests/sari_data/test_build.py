@@ -123,3 +123,26 @@ def test_stats_prints_tables_and_writes_a_chart(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "== by family ==" in out and "== by answer position ==" in out
     assert (tmp_path / "s.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_a_rebuild_keeps_the_captions_written_since(tmp_path):
+    """build -> `sari-data captions` -> build: the source's empty caption must not erase the new one."""
+    from corpus.records import Clip
+    from corpus.testing import scene_clip
+    from sari_data.recipe import Recipe
+    from sari_data.testing import write
+
+    for i in range(3):
+        write(tmp_path / "audio" / f"{i}.wav", scene_clip(i, 2.0))
+    (tmp_path / "clips.csv").write_text("id,audio\n" + "".join(f"c{i},{i}.wav\n" for i in range(3)))
+    recipe = Recipe.model_validate({"name": "c", "sources": [{"kind": "captions", "name": "audioset", "task": "sound",
+                                    "path": str(tmp_path / "clips.csv"), "audio_root": str(tmp_path / "audio"),
+                                    "caption_column": None}]})
+    build(recipe, tmp_path / "ws", progress=False)
+    with Workspace(tmp_path / "ws") as ws:
+        first, *rest = list(ws.records(Clip))
+        ws.upsert([first.model_copy(update={"caption": "a dog barks", "caption_source": "llm:x"})])
+    build(recipe, tmp_path / "ws", progress=False)
+    with Workspace(tmp_path / "ws", read_only=True) as ws:
+        captions = {c.id: (c.caption, c.caption_source) for c in ws.records(Clip)}
+    assert captions[first.id] == ("a dog barks", "llm:x") and all(captions[c.id][0] is None for c in rest)

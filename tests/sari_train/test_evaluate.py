@@ -13,14 +13,15 @@ from sari_train.evaluate import (EvalConfig, EvalItem, accuracy_table, benchmark
 
 from pathlib import Path
 
-# shared/ sits beside the checkout (DEVELOPERS.md); resolve it from this file, not the cwd.
-MMAU = Path(__file__).resolve().parents[3] / "shared" / "data" / "benchmarks" / "mmau-test-mini.v2025-03.json"
+# The benchmark files ship in the repository; resolve them from this file, not the cwd.
+MMAU = Path(__file__).resolve().parents[2] / "benchmarks" / "mmau" / "mmau-test-mini.v2025-03.json"
 
 
 def item(i, answer="the second tone", task="music", difficulty="easy", sub="pitch"):
     return EvalItem(id=str(i), question="Which is higher?", choices=["the first tone", "the second tone"],
                     answer=answer, task=task, difficulty=difficulty, sub_category=sub, audio=dummy_clip(),
-                    record={"id": str(i), "choices": ["the first tone", "the second tone"], "answer": answer})
+                    record={"id": str(i), "choices": ["the first tone", "the second tone"], "answer": answer,
+                            "task": task, "difficulty": difficulty, "sub-category": sub})
 
 
 def test_score_extracts_then_applies_the_mmau_rule():
@@ -34,11 +35,21 @@ def test_score_extracts_then_applies_the_mmau_rule():
 
 def test_accuracy_table_micro_averages_by_group():
     scored = pd.DataFrame({"task": ["sound", "sound", "music", "music"], "difficulty": ["easy", "hard", "easy", "easy"],
-                           "sub_category": ["a", "a", "b", ""], "correct": [True, False, True, True]})
+                           "sub-category": ["a", "a", "b", ""], "correct": [True, False, True, True]})
     table = accuracy_table(scored)
     assert table["total"] == 75 and table["task/sound"] == 50 and table["task/music"] == 100
     assert table["difficulty/easy"] == pytest.approx(100) and table["difficulty/hard"] == 0
-    assert "sub-category/" not in table.index and table["n"] == 4
+    assert table["sub-category/a"] == 50 and "sub-category/" not in table.index and table["n"] == 4
+
+
+def test_mmar_breakdowns_come_from_its_records():
+    records = [{"modality": m, "category": c, "sub-category": "x"} for m, c in
+               [("mix-sound-speech", "Signal Layer"), ("mix-sound-speech", "Cultural Layer"), ("speech", "Signal Layer")]]
+    items = [EvalItem(str(n), "q", ["a", "b"], "a", "mixed", "", "x", dummy_clip(), r) for n, r in enumerate(records)]
+    table = accuracy_table(score(items, ["<answer>a</answer>", "<answer>b</answer>", "<answer>a</answer>"]))
+    assert table["modality/mix-sound-speech"] == 50 and table["modality/speech"] == 100
+    assert table["category/Signal Layer"] == 100 and table["category/Cultural Layer"] == 0
+    assert not any(k.startswith("task/") for k in table.index)
 
 
 def test_difficulty_knob_becomes_thirds():
@@ -69,11 +80,10 @@ def test_predictions_round_trip_through_the_official_format(tmp_path):
     completions = [f"<answer>{i.choices[n % len(i.choices)]}</answer>" for n, i in enumerate(items)]
     write_predictions(eval_items, completions, tmp_path)
     mmau = json.loads((tmp_path / "mmau_predictions.json").read_text())
-    mmar = json.loads((tmp_path / "mmar_predictions.json").read_text())
+    assert not (tmp_path / "mmar_predictions.json").exists()  # MMAR's script would fail on MMAU records
     assert [r["id"] for r in mmau] == [i.id for i in items] and set(items[0].record) < set(mmau[0])
     rescored = [mmau_match(r["model_output"], r["answer"], r["choices"]) for r in mmau]
     assert rescored == score(eval_items, completions).correct.tolist()
-    assert [r["answer_prediction"] for r in mmar] == [r["model_output"] for r in mmau]
 
 
 def test_mmar_explanations_never_reach_items(tmp_path):
@@ -106,6 +116,18 @@ def test_eval_end_to_end_on_a_benchmark_folder(tmp_path, tiny_qwen2_audio):
     table = run_eval(config)
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     assert report["n_items"] == 4 and len(report["skipped"]) == 2 and table.loc["n", "model"] == 4
+    assert report["skipped_reasons"] == {"missing_audio": 2} and table.attrs["n_skipped"] == 2
     assert (tmp_path / "out" / "accuracy.png").exists()
     predictions = json.loads((tmp_path / "out" / "model" / "mmau_predictions.json").read_text())
     assert len(predictions) == 4 and all("model_output" in p for p in predictions)
+
+
+def test_benchmark_questions_are_asked_as_written(tmp_path):
+    """MMAR has questions about a 'video'; the eval prompt keeps the word (only corpus builds rewrite)."""
+    from sari_train.evaluate import eval_style
+    from sari_train.prompts import user_text
+
+    config = EvalConfig(models=["m"], workspace=tmp_path)
+    style = eval_style(config, str(tmp_path / "not-ours"))
+    assert "in the video" in user_text("What happens in the video?", ["a", "b"], style)
+    assert style.format == "implicit"

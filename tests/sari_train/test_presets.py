@@ -24,7 +24,10 @@ def cli(*args):
 def test_preset_runs_end_to_end(preset, kind, tiny_model_dir, train_workspace, tmp_path):
     config = PRESETS / f"{preset}.yaml"
     model = tiny_model_dir if kind == "qwen2_audio" else build_tiny_omni_thinker(tmp_path / "omni", window_seconds=4)
-    common = ["--config", config, "--workspace", train_workspace, *TINY]
+    # The tiny workspace has train/test splits; the real chain (sft / rl, MMAU eval workspace) is
+    # checked by test_presets_read_what_the_recipes_write and run by tests/staging.
+    common = ["--config", config, "--workspace", train_workspace, "--split", "train",
+              "--eval-workspace", train_workspace, *TINY]
     if preset == "r1-aqa":
         cli("grpo", *common, "--model", model, "--out", tmp_path / "grpo", *GRPO_TINY)
     else:
@@ -79,3 +82,25 @@ def test_experiment_command_prints_the_table(tiny_model_dir, train_workspace, tm
     out = capsys.readouterr().out
     assert "only" in out and "points over the base" in out and (tmp_path / "exp" / "table.md").exists()
     assert list((tmp_path / "exp" / "runs").glob("*-experiment-*.json"))
+
+
+def test_presets_read_what_the_recipes_write():
+    """Split names and workspaces a training preset reads are the ones its corpus recipe writes."""
+    import yaml
+
+    from sari_data.recipe import load_recipe
+
+    root = PRESETS.parents[1]
+    sari = load_recipe(root / "pipelines" / "sari-32k.yaml")
+    mmau = load_recipe(root / "pipelines" / "eval-mmau-test-mini.yaml")
+    written = set(next(s for s in sari.steps if s.kind == "split_counts").counts)
+    assert sari.stage_settings("cot").split == "sft"
+    for preset in ("sari-qwen2-audio", "sari-omni"):
+        config = yaml.safe_load((PRESETS / f"{preset}.yaml").read_text())
+        assert Path(config["workspace"]) == sari.workspace and Path(config["eval_workspace"]) == mmau.workspace
+        assert (config["sft"]["split"], config["grpo"]["split"]) == ("sft", "rl") and {"sft", "rl"} <= written
+        assert config["eval_split"] == mmau.sources[0].split and config["grpo"]["sampler"] == "curriculum"
+    r1 = yaml.safe_load((PRESETS / "r1-aqa.yaml").read_text())
+    avqa = load_recipe(root / "pipelines" / "r1-aqa-avqa.yaml")
+    assert Path(r1["workspace"]) == avqa.workspace and r1["split"] == avqa.sources[0].split
+    assert Path(r1["eval_workspace"]) == mmau.workspace

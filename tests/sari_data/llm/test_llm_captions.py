@@ -15,7 +15,7 @@ from llm_helpers import config_for
 from corpus.store import Workspace
 from corpus.testing import dummy_clip, dummy_item
 from sari_data.llm.captions import read_clips, run_captions
-from sari_data.llm.testing import FakeChatServer, Reply
+from sari_data.llm.testing import FakeChatServer, Reply, last_user_text
 
 
 def audio_of(body) -> np.ndarray:
@@ -77,3 +77,32 @@ def test_local_transformers_model_captions(tmp_path):
     # A random-weight model writes noise: each clip ends captioned or failed with a reason, and is cached.
     assert results["captioned"] + results["failed"] == 2 and results["caption_source"] == "local:tiny"
     assert len((tmp_path / "ws" / "llm_cache.jsonl").read_text().splitlines()) == 2
+
+
+def test_workspace_clips_are_captioned_then_become_questions(tmp_path):
+    """sari-32k's chain: clips a `captions` source stored (AudioSet, MELD) -> `sari-data captions`
+    -> `sari-data questions --workspace` (no clips file)."""
+    from corpus.clips import save_clip
+    from corpus.records import Clip
+    from sari_data.llm.questions import run_questions
+
+    with Workspace(tmp_path, create=True) as ws:
+        clips = [Clip(id=f"c{i}", source="audioset", source_id=f"as{i}", task="sound",
+                      audio=save_clip(ws.audio_dir, dummy_clip(freq=300 + 100 * i), 16000)) for i in range(3)]
+        ws.upsert(clips)
+    with FakeChatServer(describe) as server:
+        assert run_captions(tmp_path, config=config_for(server), progress=False)["captioned"] == 3
+
+    def question(body):
+        freq = last_user_text(body).split("about ")[1].split(" Hz")[0]
+        return Reply(content=json.dumps({"questions": [{
+            "question": f"Which tone plays ({freq})?", "choices": ["a low hum", "a high whistle", "a bell", "a click"],
+            "answer": "a bell", "task": "sound", "category": "sound source"}]}))
+    with FakeChatServer(question) as server:
+        results = run_questions(tmp_path, config=config_for(server), progress=False)
+    with Workspace(tmp_path, read_only=True) as ws:
+        items = ws.items()
+        stored = {c.id: c for c in ws.records(Clip)}
+    assert results["items"] == 3 and {i.source_id for i in items} == {f"as{i}#q0" for i in range(3)}
+    assert all(i.audio == stored[f"c{int(i.source_id[2])}"].audio for i in items)  # the stored clip, not a copy
+    assert {i.caption for i in items} == {c.caption for c in stored.values()} and None not in {i.caption for i in items}

@@ -47,3 +47,24 @@ def test_rebuild_is_idempotent(tmp_path):
 def test_video_becomes_audio():
     assert to_audio("What is in the video? Video first.") == "What is in the audio? Audio first."
     assert to_audio("videos stay") == "videos stay"
+
+
+def test_r1aqa_rewrite_is_a_plain_replace():
+    question = "What is in the video? Video first, then videos."
+    assert to_audio(question, "r1aqa") == question.replace("video", "audio") == \
+        "What is in the audio? Video first, then audios."
+    assert to_audio(question, "off") == question
+
+
+def test_the_r1aqa_recipe_uses_r1aqas_rewrite():
+    from sari_data.recipe import load_recipe
+
+    assert load_recipe("pipelines/r1-aqa-avqa.yaml").sources[0].video_to_audio == "r1aqa"
+    assert load_recipe("pipelines/sari-32k.yaml").sources[-1].video_to_audio == "words"
+
+
+def test_video_to_audio_still_takes_true_and_false():
+    from sari_data.recipe import AvqaSource
+
+    assert AvqaSource(name="a", path="x.jsonl", video_to_audio=True).video_to_audio == "words"
+    assert AvqaSource(name="a", path="x.jsonl", video_to_audio=False).video_to_audio == "off"

@@ -11,7 +11,7 @@ from sari_data.recipe import Recipe
 from sari_data.testing import write
 from sari_train.prompts import messages
 
-BENCHMARKS = Path(__file__).resolve().parents[3].parent / "shared" / "data" / "benchmarks"
+BENCHMARKS = Path(__file__).resolve().parents[3] / "benchmarks" / "mmau"
 MMAU = sorted(BENCHMARKS.glob("mmau-test-mini*.json"))
 
 
@@ -20,7 +20,11 @@ def eval_recipe(path, root, name="mmau"):
                                                                "audio_root": str(root)}]})
 
 
-@pytest.mark.skipif(len(MMAU) != 2, reason="needs shared/data/benchmarks")
+def test_both_mmau_versions_ship_with_their_licence():
+    assert [p.name for p in MMAU] == ["mmau-test-mini.v05.15.25.json", "mmau-test-mini.v2025-03.json"]
+    assert "Apache License" in (BENCHMARKS / "LICENSE").read_text()
+
+
 @pytest.mark.parametrize("path", MMAU, ids=lambda p: p.name)
 def test_mmau_test_mini_all_1000_accounted_for(tmp_path, path):
     records = json.loads(path.read_text())
@@ -70,3 +74,23 @@ def test_mmar_explanations_never_reach_a_prompt(tmp_path):
     assert [i.task for i in items] == ["sound", "mixed", "speech"] or sorted(i.task for i in items) == ["mixed", "sound", "speech"]
     assert "LEAK" not in stored
     assert all("LEAK" not in json.dumps(messages(i.question, i.choices)) for i in items)
+
+
+def test_mmar_items_with_an_empty_option_are_kept(tmp_path):
+    """Four real MMAR items have an empty option: the item shows the others, the record keeps all."""
+    from sari_data.testing import mmar_rows, write_jsonl
+
+    records = mmar_rows(10)
+    write_jsonl(tmp_path / "MMAR-meta.jsonl", records)
+    for n, record in enumerate(records):
+        write(tmp_path / record["audio_path"], scene_clip(n, 2.0))
+    build(eval_recipe(tmp_path / "MMAR-meta.jsonl", tmp_path, "mmar"), tmp_path / "ws", progress=False)
+    with Workspace(tmp_path / "ws", read_only=True) as ws:
+        items = {i.meta["benchmark_id"]: i for i in ws.items("test")}
+        assert ws.count("quarantine") == 0 and len(items) == 10
+    for record in records:
+        item = items[record["id"]]
+        assert item.choices == [c for c in record["choices"] if c]
+        assert item.meta["benchmark_record"]["choices"] == record["choices"]
+        assert item.meta["benchmark_record"]["modality"] == record["modality"]
+        assert "LEAK" not in json.dumps(item.meta)
