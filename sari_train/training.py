@@ -18,11 +18,12 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from corpus.scoring import exact_match, extract_answer, mmau_match
 from sari_train.config import ConfigError, save_config
-from sari_train.data import Example, load_examples, waveform
+from sari_train.data import Example, data_source
+from sari_train.datasets import DatasetOptions
 from sari_train.metrics import MetricsLog
 from sari_train.models.adapter import AudioLM
 from sari_train.prompts import PromptStyle, messages
@@ -41,13 +42,15 @@ class LoraSettings(BaseModel):
     target_modules: str = Field(LM_PROJECTIONS, description="regex of module names that get adapters")
 
 
-class TrainConfig(BaseModel):
+class TrainConfig(DatasetOptions):
     """Fields both trainers take."""
 
     model_config = ConfigDict(extra="forbid")
 
     model: str = Field(description="model folder to start from (or a hub id when online)")
-    workspace: Path = Field(description="corpus workspace with the training split")
+    workspace: Path | None = Field(None, description="corpus workspace with the training split (or --dataset)")
+    eval_dataset: str | None = Field(None, description="dataset of the held-out split when it is not --dataset's "
+                                                       "(e.g. DIR:eval)")
     split: str = Field("train", description="split to train on")
     eval_split: str | None = Field("test", description="held-out split for greedy accuracy (none: no eval)")
     eval_every: int = Field(0, ge=0, description="evaluate every N steps (0: at the start and the end only)")
@@ -69,6 +72,12 @@ class TrainConfig(BaseModel):
     resume: bool = Field(False, description="continue from the latest checkpoint in `out`")
     dtype: Literal["float32", "bfloat16", "float16"] = Field("float32", description="model weights dtype")
     tensorboard: bool = Field(True, description="also write TensorBoard scalars")
+
+    @model_validator(mode="after")
+    def _one_data_source(self) -> TrainConfig:
+        if (self.workspace is None) == (self.dataset is None):
+            raise ValueError("give exactly one of workspace or dataset")
+        return self
 
 
 # --- model ---------------------------------------------------------------------------------------
@@ -135,7 +144,7 @@ def seed_everything(seed: int) -> None:
 # --- evaluation ----------------------------------------------------------------------------------
 
 @torch.no_grad()
-def held_out_accuracy(lm: AudioLM, examples: list[Example], root: Path, style: PromptStyle,
+def held_out_accuracy(lm: AudioLM, examples: list[Example], style: PromptStyle,
                       max_new_tokens: int, accelerator: Any, batch_size: int = 16) -> dict[str, float]:
     """Greedy answers through the rollout engine; exact match (R1-AQA) and the MMAU rule, in %.
     Each process answers its share of the items; counts are summed over processes."""
@@ -147,7 +156,7 @@ def held_out_accuracy(lm: AudioLM, examples: list[Example], root: Path, style: P
         settings = SamplingSettings(k=1, temperature=0.0, max_new_tokens=max_new_tokens)
         state = torch.get_rng_state()  # the engine seeds torch; leave the training stream untouched
         texts = LocalEngine(lm, batch_size=batch_size).sample(
-            [messages(e.question, e.choices, style) for e in shard], [waveform(root, e) for e in shard], settings).texts
+            [messages(e.question, e.choices, style) for e in shard], [e.waveform() for e in shard], settings).texts
         torch.set_rng_state(state)
         answers = [group[0] for group in texts]
         counts += torch.tensor([sum(exact_match(a, e.answer) for a, e in zip(answers, shard)),
@@ -274,7 +283,7 @@ class Run:
 
     def evaluate(self, step: int) -> None:
         if self.held_out:
-            scores = held_out_accuracy(self.lm, self.held_out, self.config.workspace, self.config.prompt,
+            scores = held_out_accuracy(self.lm, self.held_out, self.config.prompt,
                                        self.config.eval_max_new_tokens, self.accelerator)
             self.accuracy[step] = round(scores["eval/accuracy"], 1)
             self.log.log(step, scores)
@@ -310,7 +319,7 @@ def start_run(config: TrainConfig, accelerator: Any, sampler: Any, updates: int,
     model = accelerator.prepare(lm.model)  # DDP when launched on several processes
     log = MetricsLog(config.out, accelerator.is_main_process, resume_step=start if checkpoint else None,
                      tensorboard=config.tensorboard)
-    held_out = (load_examples(config.workspace, config.eval_split, None, config.eval_limit)[0]
+    held_out = (data_source(config, config.eval_dataset).examples(config.eval_split, None, config.eval_limit)[0]
                 if config.eval_split else [])
     run = Run(config, accelerator, lm, peft_model, optimizer, scheduler, model, log, start, held_out)
     if start == 0:
