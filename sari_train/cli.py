@@ -23,6 +23,14 @@ from sari_train.evaluate import EvalConfig
 from sari_train.evaluate import __doc__ as EVAL_DOC
 
 
+def prefer_flagged_source(args: argparse.Namespace) -> None:
+    """`--dataset` on the command line replaces a preset's `workspace:` (and `--workspace` its `dataset:`)."""
+    if args.cfg_dataset and not args.cfg_workspace:
+        args.set.append("workspace=null")
+    elif args.cfg_workspace and not args.cfg_dataset:
+        args.set.append("dataset=null")
+
+
 def cmd_tiny_model(args: argparse.Namespace) -> None:
     from sari_train.models.tiny import build_tiny_omni_thinker, build_tiny_qwen2_audio
 
@@ -40,6 +48,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
         args.set.append(f"models={json.dumps(args.model)}")
     if args.format:
         args.set.append(f"prompt.format={args.format}")
+    prefer_flagged_source(args)
     config = load_config(EvalConfig, args)
     with recorded_run(None, "eval", folder=config.out, config=config.model_dump(mode="json")) as results:
         table = run_eval(config)
@@ -55,6 +64,7 @@ def cmd_train(args: argparse.Namespace) -> None:
         from sari_train.sft import SFTConfig as Config, train_sft as train
     else:
         from sari_train.grpo.train import GRPOConfig as Config, train_grpo as train
+    prefer_flagged_source(args)
     config = load_config(Config, args, stage=args.command)
     with recorded_run(None, args.command, folder=config.out, config=config.model_dump(mode="json")) as results:
         results.update(train(config))

@@ -18,12 +18,13 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AliasGenerator, BaseModel, ConfigDict, Field, model_validator
 
 from corpus.scoring import exact_match, extract_answer, mmau_match
 from sari_train.config import ConfigError, save_config
 from sari_train.data import Example, data_source
 from sari_train.datasets import DatasetOptions
+from sari_train.trl_names import to_ours, trl_alias
 from sari_train.metrics import MetricsLog
 from sari_train.models.adapter import AudioLM
 from sari_train.prompts import PromptStyle, messages
@@ -43,9 +44,9 @@ class LoraSettings(BaseModel):
 
 
 class TrainConfig(DatasetOptions):
-    """Fields both trainers take."""
+    """Fields both trainers take (TRL's names are accepted too: `sari_train/trl_names.py`)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", alias_generator=AliasGenerator(validation_alias=trl_alias))
 
     model: str = Field(description="model folder to start from (or a hub id when online)")
     workspace: Path | None = Field(None, description="corpus workspace with the training split (or --dataset)")
@@ -71,7 +72,14 @@ class TrainConfig(DatasetOptions):
     seed: int = Field(0, description="seed of data order, sampling and initialisation")
     resume: bool = Field(False, description="continue from the latest checkpoint in `out`")
     dtype: Literal["float32", "bfloat16", "float16"] = Field("float32", description="model weights dtype")
-    tensorboard: bool = Field(True, description="also write TensorBoard scalars")
+    report_to: list[Literal["tensorboard", "wandb", "trackio"]] = Field(
+        ["tensorboard"], description="trackers besides metrics.jsonl (TRL's names; `tensorboard: false` drops it)")
+    run_name: str | None = Field(None, description="the run's name in trackers (default: the --out folder's name)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _trl_conversions(cls, data: Any) -> Any:
+        return to_ours(data, cls.model_fields)
 
     @model_validator(mode="after")
     def _one_data_source(self) -> TrainConfig:
@@ -318,7 +326,7 @@ def start_run(config: TrainConfig, accelerator: Any, sampler: Any, updates: int,
         start = step_of(checkpoint)
     model = accelerator.prepare(lm.model)  # DDP when launched on several processes
     log = MetricsLog(config.out, accelerator.is_main_process, resume_step=start if checkpoint else None,
-                     tensorboard=config.tensorboard)
+                     report_to=config.report_to, run_name=config.run_name, config=config.model_dump(mode="json"))
     held_out = (data_source(config, config.eval_dataset).examples(config.eval_split, None, config.eval_limit)[0]
                 if config.eval_split else [])
     run = Run(config, accelerator, lm, peft_model, optimizer, scheduler, model, log, start, held_out)
