@@ -77,7 +77,7 @@ class Trackio:
         self.trackio = trackio
         self.run = trackio.init(project=os.environ.get("TRACKIO_PROJECT", "sari"), name=run_id(folder),
                                 config={**config, "run_name": name}, resume="allow",
-                                space_id=os.environ.get("TRACKIO_SPACE_ID"))
+                                space_id=os.environ.get("TRACKIO_SPACE_ID"), auto_log_cpu=False, auto_log_gpu=False)
 
     def log(self, step: int, metrics: dict[str, float]) -> None:
         self.run.log(finite(metrics), step=step)
