@@ -10,9 +10,9 @@ import pytest
 
 from corpus.store import Workspace
 from sari_data import cli
-from sari_data.publish import push as push_module
+from corpus import hub as push_module
 from sari_data.publish.export import ExportOptions, manifest
-from sari_data.publish.push import PushError, plan_push, same_content
+from corpus.hub import PushError, plan_push, same_content
 from sari_data.publish.run import publish
 
 REPO = "me/sari-small"
