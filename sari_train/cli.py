@@ -1,4 +1,4 @@
-"""`sari-train`: train and evaluate audio language models on a corpus workspace.
+"""`sari-train`: train and evaluate audio language models on a corpus workspace or a dataset.
 
     sari-train tiny-model models/tiny-qwen2-audio --kind qwen2_audio      # offline random-weight model
     sari-train eval --model models/tiny-qwen2-audio --workspace workspaces/demo --split test
@@ -6,6 +6,8 @@
     sari-train sft --config pipelines/train/sari-qwen2-audio.yaml --model models/tiny-qwen2-audio
     sari-train grpo --config pipelines/train/r1-aqa.yaml --model runs/sft/final --workspace workspaces/demo
     sari-train experiment --config pipelines/experiments/ablations.yaml       # SARI's ablations, several seeds
+    sari-train sft --dataset me/sari-corpus:sft --model models/tiny-qwen2-audio   # from a Hub dataset or folder
+    sari-train push runs/grpo me/sari-grpo                                    # final model + model card to the Hub
 
 Each subcommand parses a typed config (YAML via --config, then flags), calls one function, prints.
 """
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -72,6 +75,25 @@ def cmd_train(args: argparse.Namespace) -> None:
     print("\n".join(f"{k:>10}  {v}" for k, v in rows.items()))
     left_out = ", ".join(f"{n} ({why})" for why, n in results["left_out"].items() if n)
     print(f"{'left out':>10}  {left_out or 'none'}")
+    if config.push_to_hub and int(os.environ.get("RANK", "0")) == 0:
+        push_and_report(config.out, config.push_to_hub, private=config.hub_private)
+
+
+def push_and_report(run_dir: Path, repo_id: str, private: bool = True, endpoint: str | None = None,
+                    dry_run: bool = False) -> None:
+    from huggingface_hub import get_token
+
+    from sari_train.hub import push_run
+
+    folder, plan = push_run(run_dir, repo_id, token=get_token(), private=private, endpoint=endpoint, dry_run=dry_run)
+    verb = "would send" if dry_run else "sent"
+    print(f"{repo_id}: {verb} {len(plan.upload)} file(s), {len(plan.unchanged)} unchanged, "
+          f"{len(plan.delete)} stale deleted; model card in {folder / 'README.md'}")
+
+
+def cmd_push(args: argparse.Namespace) -> None:
+    push_and_report(Path(args.run_dir), args.repo, private=not args.public, endpoint=args.endpoint,
+                    dry_run=args.dry_run)
 
 
 def cmd_experiment(args: argparse.Namespace) -> None:
@@ -123,6 +145,17 @@ def parser() -> argparse.ArgumentParser:
                                   formatter_class=argparse.RawDescriptionHelpFormatter)
         add_config_flags(sub, cls)
         sub.set_defaults(run=cmd_train)
+
+    from sari_train.hub import __doc__ as PUSH_DOC
+
+    push = commands.add_parser("push", help="upload a run's final model with a model card to the Hub",
+                               description=PUSH_DOC, formatter_class=argparse.RawDescriptionHelpFormatter)
+    push.add_argument("run_dir", help="the training run's folder (its --out)")
+    push.add_argument("repo", help="Hub model repo id, e.g. me/sari-grpo")
+    push.add_argument("--public", action="store_true", help="create the repo public (default: private)")
+    push.add_argument("--endpoint", help="Hub endpoint (default: HF_ENDPOINT or huggingface.co)")
+    push.add_argument("--dry-run", action="store_true", help="write the card and list what would be sent")
+    push.set_defaults(run=cmd_push)
 
     from sari_train.experiment import ExperimentConfig
     from sari_train.experiment import __doc__ as EXPERIMENT_DOC

@@ -75,6 +75,9 @@ class TrainConfig(DatasetOptions):
     report_to: list[Literal["tensorboard", "wandb", "trackio"]] = Field(
         ["tensorboard"], description="trackers besides metrics.jsonl (TRL's names; `tensorboard: false` drops it)")
     run_name: str | None = Field(None, description="the run's name in trackers (default: the --out folder's name)")
+    push_to_hub: str | None = Field(None, description="upload final/ with a model card to this Hub model repo "
+                                                      "(token from HF_TOKEN or `hf auth login`)")
+    hub_private: bool = Field(True, description="create the pushed repo private")
 
     @model_validator(mode="before")
     @classmethod

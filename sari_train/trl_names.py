@@ -5,7 +5,7 @@ documented alias accepted in YAML, `--set` and as a second flag (`--lr` and `--l
 A few TRL settings need a conversion rather than a rename (`to_ours`): `bf16`/`fp16` set `dtype`;
 GRPO's `per_device_train_batch_size` counts completions, ours counts prompts (÷ G);
 `reward_funcs` + `reward_weights` (lists) become `rewards` (name → weight); `dataset_config`
-joins `dataset_name` as `NAME:CONFIG`; `report_to` may be one string (`none`, `all`).
+joins `dataset_name` as `NAME:CONFIG`; `push_to_hub: true` + `hub_model_id` become `push_to_hub: ID`; `report_to` may be one string (`none`, `all`).
 TRL settings we do not have are still rejected as unknown keys.
 """
 
@@ -31,6 +31,7 @@ TRL_NAMES = {
     "split": "dataset_train_split",
     "eval_split": "dataset_test_split",
     "log_completions": "num_completions_to_print",
+    "hub_private": "hub_private_repo",
     "batch_size": "per_device_train_batch_size",  # SFT; GRPO's counts completions (converted, see below)
 }
 # the same name in both (listed for the README table and the test of a TRL-style YAML)
@@ -39,7 +40,8 @@ SHARED = ("max_steps", "num_generations", "beta", "temperature", "top_p", "max_c
           "scale_rewards", "report_to", "run_name")
 # TRL names that need a conversion, not a rename: TRL's -> ours
 CONVERTED = {"bf16": "dtype", "fp16": "dtype", "per_device_train_batch_size": "prompts_per_batch (GRPO: ÷ G)",
-             "reward_weights": "rewards", "reward_funcs": "rewards", "dataset_config": "dataset"}
+             "reward_weights": "rewards", "reward_funcs": "rewards", "dataset_config": "dataset",
+             "push_to_hub + hub_model_id": "push_to_hub"}
 TRACKERS = ("tensorboard", "wandb", "trackio")
 
 
@@ -55,6 +57,11 @@ def to_ours(data: Any, fields: dict[str, Any]) -> Any:
     if "per_device_train_batch_size" in data and "prompts_per_batch" in fields:
         data = {k: v for k, v in data.items() if k != "per_device_train_batch_size"} | _prompts_per_batch(
             data["per_device_train_batch_size"], data.get("num_generations", fields["num_generations"].default))
+    if isinstance(data.get("push_to_hub"), bool) or "hub_model_id" in data:  # TRL: a bool plus the repo id
+        wanted, repo = data.pop("push_to_hub", bool(data.get("hub_model_id"))), data.pop("hub_model_id", None)
+        if wanted and not repo:
+            raise ValueError("push_to_hub: true needs hub_model_id (or give the repo: push_to_hub: me/model)")
+        data = {**data, "push_to_hub": repo if wanted else None}
     canonical = {trl: ours for ours, trl in TRL_NAMES.items()}
     renamed: dict[str, Any] = {}
     for key, value in data.items():  # both spellings given: the later one (a flag, --set) wins
