@@ -128,22 +128,27 @@ class DatasetSource:
             raise ConfigError(f"dataset {self.spec} (split {split!r}): cannot load it ({type(err).__name__}: "
                               f"{reason}); check the id or folder, the :config and --split") from None
         names = list(ds.features) if ds.features is not None else None  # unknown until read when streaming
-        needed = [self.column(c) for c in ("question", "choices", "answer", "audio")]
-        missing = [c for c in needed if names is not None and c not in names]
-        if missing:
-            raise ConfigError(f"dataset {self.spec} (split {split!r}) has no column {', '.join(missing)} "
-                              f"(columns: {', '.join(names)}); map yours with --set columns.NAME=COLUMN")
+        if names is not None:
+            self.check_columns(names, split)
         audio = self.column("audio")
         if names is not None and isinstance(ds.features[audio], Audio):
             ds = ds.cast_column(audio, Audio(decode=False))
         return ds
+
+    def check_columns(self, names: list[str], split: str) -> None:
+        missing = [c for c in (self.column(o) for o in ("question", "choices", "answer", "audio")) if c not in names]
+        if missing:
+            raise ConfigError(f"dataset {self.spec} (split {split!r}) has no column {', '.join(missing)} "
+                              f"(columns: {', '.join(names)}); map yours with --set columns.NAME=COLUMN")
 
     def rows(self, split: str) -> Iterator[tuple[dict[str, Any], EncodedAudio | None]]:
         """Each row (audio column excluded) with its lazily read audio, or None where it has none."""
         ds = self.load(split)
         column, base = self.column("audio"), self._location[2]
         if self.streaming:
-            for row in ds:
+            for index, row in enumerate(ds):
+                if index == 0:
+                    self.check_columns(list(row), split)
                 cell = row.pop(column)
                 yield row, (EncodedAudio(_constant(cell), base) if _has_audio(cell) else None)
             return

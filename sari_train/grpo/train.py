@@ -230,8 +230,9 @@ def make_sampler(config: GRPOConfig, examples: list[Example]) -> CurriculumSampl
     if config.sampler == "curriculum":
         ids = [i for i in ids if i in difficulty and difficulty[i].bucket is not None]
         if not ids:
-            raise ConfigError(f"no item of split {config.split!r} in {config.dataset or config.workspace} has a difficulty bucket; "
-                              f"run `sari-data difficulty` first or set sampler: random")
+            fix = "use its `rl` config (a `bucket` column)" if config.dataset else "run `sari-data difficulty` first"
+            raise ConfigError(f"no item of split {config.split!r} in {config.dataset or config.workspace} has a "
+                              f"difficulty bucket; {fix} or set sampler: random")
     buckets = {i: d.bucket for i, d in difficulty.items() if d.bucket is not None}
     rates = {i: d.pass_rate for i, d in difficulty.items() if d.pass_rate is not None}
     return CurriculumSampler(ids, buckets, config.sampler, config.seed, config.band, rates)
