@@ -55,6 +55,9 @@ def test_push_without_a_token_or_a_finished_run_is_a_one_line_error(tmp_path, mo
     assert main(["push", str(tmp_path / "run"), REPO]) == 2
     err = capsys.readouterr().err
     assert "no Hub token: set HF_TOKEN" in err and len(err.strip().splitlines()) == 1
+    assert main(["push", str(tmp_path / "run"), REPO, "--dry-run"]) == 0  # no token needed to look
+    assert f"{REPO}: would send 2 file(s)" in capsys.readouterr().out  # config.yaml and the card
+    assert (tmp_path / "run" / "hub" / "README.md").exists()
 
 
 def test_card_follows_our_checkpoints_to_the_base_and_links_the_dataset(tmp_path):
