@@ -87,10 +87,6 @@ class WorkspaceSource:
 
     root: Path
 
-    @property
-    def name(self) -> str:
-        return str(self.root)
-
     def examples(self, split: str, cot_style: str | None = None,
                  limit: int | None = None) -> tuple[list[Example], dict[str, int]]:
         return load_examples(self.root, split, cot_style, limit)

@@ -103,10 +103,6 @@ class DatasetSource:
     columns: dict[str, str] = field(default_factory=dict)
     streaming: bool = False
 
-    @property
-    def name(self) -> str:
-        return self.spec
-
     @cached_property
     def _location(self) -> tuple[str, str | None, Path | None]:
         path, config = split_spec(self.spec)
