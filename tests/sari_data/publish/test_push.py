@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
+from corpus import hub as push_module
+from corpus.hub import PushError
 from corpus.store import Workspace
 from sari_data import cli
-from corpus import hub as push_module
 from sari_data.publish.export import ExportOptions, manifest
-from corpus.hub import PushError
 from sari_data.publish.run import publish
 
 REPO = "me/sari-small"
