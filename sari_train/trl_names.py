@@ -32,16 +32,18 @@ TRL_NAMES = {
     "eval_split": "dataset_test_split",
     "log_completions": "num_completions_to_print",
     "hub_private": "hub_private_repo",
+    "streaming": "dataset_streaming",
     "batch_size": "per_device_train_batch_size",  # SFT; GRPO's counts completions (converted, see below)
 }
 # the same name in both (listed for the README table and the test of a TRL-style YAML)
-SHARED = ("max_steps", "num_generations", "beta", "temperature", "top_p", "max_completion_length", "loss_type",
+SHARED = ("dtype", "max_steps", "num_generations", "beta", "temperature", "top_p", "max_completion_length", "loss_type",
           "seed", "warmup_steps", "weight_decay", "max_grad_norm", "epsilon_high", "num_iterations",
           "scale_rewards", "report_to", "run_name")
 # TRL names that need a conversion, not a rename: TRL's -> ours
 CONVERTED = {"bf16": "dtype", "fp16": "dtype", "per_device_train_batch_size": "prompts_per_batch (GRPO: ÷ G)",
              "reward_weights": "rewards", "reward_funcs": "rewards", "dataset_config": "dataset",
-             "push_to_hub + hub_model_id": "push_to_hub"}
+             "push_to_hub + hub_model_id": "push_to_hub", "use_peft + lora_*": "lora"}
+LORA = {"lora_r": "r", "lora_alpha": "alpha", "lora_dropout": "dropout", "lora_target_modules": "target_modules"}
 TRACKERS = ("tensorboard", "wandb", "trackio")
 
 
@@ -62,6 +64,8 @@ def to_ours(data: Any, fields: dict[str, Any]) -> Any:
         if wanted and not repo:
             raise ValueError("push_to_hub: true needs hub_model_id (or give the repo: push_to_hub: me/model)")
         data = {**data, "push_to_hub": repo if wanted else None}
+    if "use_peft" in data or any(k in data for k in LORA):
+        data = _lora(data)
     canonical = {trl: ours for ours, trl in TRL_NAMES.items()}
     renamed: dict[str, Any] = {}
     for key, value in data.items():  # both spellings given: the later one (a flag, --set) wins
@@ -92,6 +96,22 @@ def _prompts_per_batch(completions: Any, g: int) -> dict[str, int]:
         raise ValueError(f"per_device_train_batch_size {completions} counts completions and must be a multiple of "
                          f"num_generations {g} here (each process samples whole groups); or set prompts_per_batch")
     return {"prompts_per_batch": completions // g}
+
+
+def _lora(data: dict[str, Any]) -> dict[str, Any]:
+    """TRL's `use_peft` + `lora_*` (ModelConfig) as our `lora` block (TRL ignores `lora_*` without
+    `use_peft`, and so do we). Module names become our regex, kept to the language model;
+    `all-linear` is our default (its attention and MLP projections)."""
+    rest = {k: v for k, v in data.items() if k != "use_peft" and k not in LORA}
+    if not data.get("use_peft"):
+        return rest
+    settings = {ours: data[trl] for trl, ours in LORA.items() if trl in data}
+    modules = settings.pop("target_modules", None)
+    if isinstance(modules, (list, tuple)):
+        settings["target_modules"] = rf".*language_model.*\.({'|'.join(map(str, modules))})"
+    elif modules not in (None, "all-linear"):
+        settings["target_modules"] = modules
+    return {**rest, "lora": settings}
 
 
 def _rewards(funcs: list[str] | None, weights: list[float] | None) -> dict[str, float]:

@@ -16,7 +16,7 @@ TRL_YAML = {
     "learning_rate": 2.0e-3, "lr_scheduler_type": "cosine", "warmup_steps": 1, "weight_decay": 0.01,
     "max_grad_norm": 0.5, "gradient_accumulation_steps": 2, "per_device_train_batch_size": 4, "num_generations": 2,
     "max_steps": 2, "logging_steps": 1, "save_steps": 2, "eval_steps": 0, "resume_from_checkpoint": False,
-    "seed": 3, "bf16": False, "report_to": "none", "run_name": "trl-style", "beta": 0.02, "epsilon": 0.15,
+    "seed": 3, "bf16": False, "dtype": "float32", "dataset_streaming": False, "hub_private_repo": True, "report_to": "none", "run_name": "trl-style", "beta": 0.02, "epsilon": 0.15,
     "epsilon_high": 0.25, "temperature": 0.9, "top_p": 0.95, "max_completion_length": 4, "loss_type": "dr_grpo",
     "scale_rewards": "batch", "num_iterations": 2, "reward_funcs": ["accuracy", "format"],
     "reward_weights": [2.0, 1.0], "num_completions_to_print": 1,
@@ -27,7 +27,7 @@ OURS = {"lr": 2.0e-3, "schedule": "cosine", "warmup_steps": 1, "weight_decay": 0
         "run_name": "trl-style", "beta": 0.02, "epsilon_low": 0.15, "epsilon_high": 0.25, "temperature": 0.9,
         "top_p": 0.95, "max_completion_length": 4, "loss_type": "dr_grpo", "scale_rewards": "batch",
         "num_iterations": 2, "rewards": {"accuracy": 2.0, "format": 1.0}, "log_completions": 1,
-        "split": "train", "eval_split": "test"}
+        "split": "train", "eval_split": "test", "streaming": False, "hub_private": True}
 
 
 def test_trl_style_yaml_runs_grpo_unchanged(tiny_model_dir, train_workspace, tmp_path):
@@ -78,6 +78,10 @@ def test_conversions_and_their_errors():
     assert GRPOConfig(**base, scale_rewards=False).scale_rewards == "none"
     assert GRPOConfig(**base, tensorboard=False).report_to == []
     assert GRPOConfig(**base, report_to=["none"]).report_to == []
+    lora = GRPOConfig(**base, use_peft=True, lora_r=8, lora_alpha=16, lora_target_modules=["q_proj", "v_proj"]).lora
+    assert (lora.r, lora.alpha, lora.target_modules) == (8, 16, r".*language_model.*\.(q_proj|v_proj)")
+    assert GRPOConfig(**base, lora_r=8).lora is None  # TRL ignores lora_* without use_peft
+    assert GRPOConfig(**base, dataset_streaming=True).streaming is True
     with pytest.raises(ValueError, match="multiple of num_generations 8"):
         GRPOConfig(**base, per_device_train_batch_size=4)
     with pytest.raises(ValueError, match="2 weights for 3 rewards"):
