@@ -5,7 +5,9 @@ documented alias accepted in YAML, `--set` and as a second flag (`--lr` and `--l
 A few TRL settings need a conversion rather than a rename (`to_ours`): `bf16`/`fp16` set `dtype`;
 GRPO's `per_device_train_batch_size` counts completions, ours counts prompts (÷ G);
 `reward_funcs` + `reward_weights` (lists) become `rewards` (name → weight); `dataset_config`
-joins `dataset_name` as `NAME:CONFIG`; `push_to_hub: true` + `hub_model_id` become `push_to_hub: ID`; `report_to` may be one string (`none`, `all`).
+joins `dataset_name` as `NAME:CONFIG`; `push_to_hub: true` + `hub_model_id` become
+`push_to_hub: ID`; `use_peft` + `lora_*` become `lora`; `report_to` may be one string (`none`,
+`all`, `wandb,trackio`). If both spellings are given, the later one wins (a flag, `--set`).
 TRL settings we do not have are still rejected as unknown keys.
 """
 
