@@ -1,6 +1,7 @@
 """Training logs: one JSON line per step (and per eval), the trackers of `report_to` (TensorBoard,
-wandb, trackio: `sari_train/trackers.py`), sample completions, and a PNG of the curves. Only the main process writes; a resumed run drops lines logged after
-its checkpoint (a killed run may have logged steps it never saved)."""
+wandb, trackio: `sari_train/trackers.py`), sample completions, and a PNG of the curves. Only the
+main process writes; a resumed run drops lines logged after its checkpoint (a killed run may have
+logged steps it never saved)."""
 
 from __future__ import annotations
 
