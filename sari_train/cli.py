@@ -83,9 +83,14 @@ def push_and_report(run_dir: Path, repo_id: str, private: bool = True, endpoint:
                     dry_run: bool = False) -> None:
     from huggingface_hub import get_token
 
+    from corpus.provenance import recorded_run
     from sari_train.hub import push_run
 
-    folder, plan = push_run(run_dir, repo_id, token=get_token(), private=private, endpoint=endpoint, dry_run=dry_run)
+    with recorded_run(None, "push", folder=run_dir, repo_id=repo_id, private=private, endpoint=endpoint,
+                      dry_run=dry_run) as results:
+        folder, plan = push_run(run_dir, repo_id, token=get_token(), private=private, endpoint=endpoint,
+                                dry_run=dry_run)
+        results.update(sent=plan.upload, unchanged=len(plan.unchanged), deleted=plan.delete)
     verb = "would send" if dry_run else "sent"
     print(f"{repo_id}: {verb} {len(plan.upload)} file(s), {len(plan.unchanged)} unchanged, "
           f"{len(plan.delete)} stale deleted; model card in {folder / 'README.md'}")

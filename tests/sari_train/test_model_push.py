@@ -40,6 +40,9 @@ def test_push_to_hub_after_training_then_push_again_sends_nothing(hub_env, tiny_
     assert main(["push", str(out), REPO]) == 0
     assert "sent 0 file(s)" in capsys.readouterr().out and len(hub_env.commits) == n_commits
 
+    pushes = [yaml.safe_load(p.read_text()) for p in sorted((out / "runs").glob("*push*.json"))]
+    assert sorted((r["repo_id"], r["private"], len(r["results"]["sent"])) for r in pushes) == \
+           [(REPO, True, 0), (REPO, True, len(repo))]  # each push is recorded next to the run
     written = "".join(p.read_text(errors="ignore") for p in out.rglob("*") if p.is_file() and p.suffix != ".safetensors")
     assert hub_env.token not in written + capsys.readouterr().out + card
 
