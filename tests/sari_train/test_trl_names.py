@@ -78,6 +78,7 @@ def test_conversions_and_their_errors():
     assert GRPOConfig(**base, scale_rewards=False).scale_rewards == "none"
     assert GRPOConfig(**base, tensorboard=False).report_to == []
     assert GRPOConfig(**base, report_to=["none"]).report_to == []
+    assert GRPOConfig(**base, report_to="wandb,trackio").report_to == ["wandb", "trackio"]  # --report-to a,b
     lora = GRPOConfig(**base, use_peft=True, lora_r=8, lora_alpha=16, lora_target_modules=["q_proj", "v_proj"]).lora
     assert (lora.r, lora.alpha, lora.target_modules) == (8, 16, r".*language_model.*\.(q_proj|v_proj)")
     assert GRPOConfig(**base, lora_r=8).lora is None  # TRL ignores lora_* without use_peft
