@@ -1,4 +1,4 @@
-"""`sari-train`: train and evaluate audio language models on a corpus workspace.
+"""`sari-train`: train and evaluate audio language models on a corpus workspace or a dataset.
 
     sari-train tiny-model models/tiny-qwen2-audio --kind qwen2_audio      # offline random-weight model
     sari-train eval --model models/tiny-qwen2-audio --workspace workspaces/demo --split test
@@ -7,6 +7,8 @@
     sari-train sft --config pipelines/train/sari-qwen2-audio.yaml --model models/tiny-qwen2-audio
     sari-train grpo --config pipelines/train/r1-aqa.yaml --model runs/sft/final --workspace workspaces/demo
     sari-train experiment --config pipelines/experiments/ablations.yaml       # SARI's ablations, several seeds
+    sari-train sft --dataset me/sari-corpus:sft --model models/tiny-qwen2-audio   # from a Hub dataset or folder
+    sari-train push runs/grpo me/sari-grpo                                    # final model + model card to the Hub
 
 Each subcommand parses a typed config (YAML via --config, then flags), calls one function, prints.
 """
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -22,6 +25,14 @@ from corpus.store import WorkspaceError
 from sari_train.config import ConfigError, add_config_flags, load_config
 from sari_train.evaluate import EvalConfig
 from sari_train.evaluate import __doc__ as EVAL_DOC
+
+
+def prefer_flagged_source(args: argparse.Namespace) -> None:
+    """`--dataset` on the command line replaces a preset's `workspace:` (and `--workspace` its `dataset:`)."""
+    if args.cfg_dataset and not args.cfg_workspace:
+        args.set.append("workspace=null")
+    elif args.cfg_workspace and not args.cfg_dataset:
+        args.set.append("dataset=null")
 
 
 def cmd_tiny_model(args: argparse.Namespace) -> None:
@@ -41,6 +52,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
         args.set.append(f"models={json.dumps(args.model)}")
     if args.format:
         args.set.append(f"prompt.format={args.format}")
+    prefer_flagged_source(args)
     config = load_config(EvalConfig, args)
     with recorded_run(None, "eval", folder=config.out, config=config.model_dump(mode="json")) as results:
         table = run_eval(config)
@@ -60,6 +72,7 @@ def cmd_train(args: argparse.Namespace) -> None:
         from sari_train.sft import SFTConfig as Config, train_sft as train
     else:
         from sari_train.grpo.train import GRPOConfig as Config, train_grpo as train
+    prefer_flagged_source(args)
     config = load_config(Config, args, stage=args.command)
     with recorded_run(None, args.command, folder=config.out, config=config.model_dump(mode="json")) as results:
         results.update(train(config))
@@ -67,6 +80,30 @@ def cmd_train(args: argparse.Namespace) -> None:
     print("\n".join(f"{k:>10}  {v}" for k, v in rows.items()))
     left_out = ", ".join(f"{n} ({why})" for why, n in results["left_out"].items() if n)
     print(f"{'left out':>10}  {left_out or 'none'}")
+    if config.push_to_hub and int(os.environ.get("RANK", "0")) == 0:
+        push_and_report(config.out, config.push_to_hub, private=config.hub_private)
+
+
+def push_and_report(run_dir: Path, repo_id: str, private: bool = True, endpoint: str | None = None,
+                    dry_run: bool = False) -> None:
+    from huggingface_hub import get_token
+
+    from corpus.provenance import recorded_run
+    from sari_train.hub import push_run
+
+    with recorded_run(None, "push", folder=run_dir, repo_id=repo_id, private=private, endpoint=endpoint,
+                      dry_run=dry_run) as results:
+        folder, plan = push_run(run_dir, repo_id, token=get_token(), private=private, endpoint=endpoint,
+                                dry_run=dry_run)
+        results.update(sent=plan.upload, unchanged=len(plan.unchanged), deleted=plan.delete)
+    verb = "would send" if dry_run else "sent"
+    print(f"{repo_id}: {verb} {len(plan.upload)} file(s), {len(plan.unchanged)} unchanged, "
+          f"{len(plan.delete)} stale deleted; model card in {folder / 'README.md'}")
+
+
+def cmd_push(args: argparse.Namespace) -> None:
+    push_and_report(Path(args.run_dir), args.repo, private=not args.public, endpoint=args.endpoint,
+                    dry_run=args.dry_run)
 
 
 def cmd_experiment(args: argparse.Namespace) -> None:
@@ -118,6 +155,17 @@ def parser() -> argparse.ArgumentParser:
                                   formatter_class=argparse.RawDescriptionHelpFormatter)
         add_config_flags(sub, cls)
         sub.set_defaults(run=cmd_train)
+
+    from sari_train.hub import __doc__ as PUSH_DOC
+
+    push = commands.add_parser("push", help="upload a run's final model with a model card to the Hub",
+                               description=PUSH_DOC, formatter_class=argparse.RawDescriptionHelpFormatter)
+    push.add_argument("run_dir", help="the training run's folder (its --out)")
+    push.add_argument("repo", help="Hub model repo id, e.g. me/sari-grpo")
+    push.add_argument("--public", action="store_true", help="create the repo public (default: private)")
+    push.add_argument("--endpoint", help="Hub endpoint (default: HF_ENDPOINT or huggingface.co)")
+    push.add_argument("--dry-run", action="store_true", help="write the card and list what would be sent")
+    push.set_defaults(run=cmd_push)
 
     from sari_train.experiment import ExperimentConfig
     from sari_train.experiment import __doc__ as EXPERIMENT_DOC

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
-from pydantic import BaseModel, ValidationError
+from pydantic import AliasChoices, BaseModel, ValidationError
 
 C = TypeVar("C", bound=BaseModel)
 
@@ -26,6 +26,8 @@ def _is_scalar(annotation: Any) -> bool:
         return all(_is_scalar(a) for a in args if a is not type(None))
     if typing.get_origin(annotation) is typing.Literal:
         return True
+    if typing.get_origin(annotation) is list and args and typing.get_origin(args[0]) is typing.Literal:
+        return True  # a list of choices: --flag a,b or --flag "[a, b]"
     return annotation in (int, float, str, bool, Path)
 
 
@@ -33,19 +35,25 @@ def add_config_flags(parser: argparse.ArgumentParser, cls: type[BaseModel]) -> N
     """`--config FILE`, `--set a.b=v`, and one `--field-name` flag per scalar field of `cls`."""
     parser.add_argument("--config", help="YAML file with the config (flags override it)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="override any field, nested ones too: --set optim.lr=1e-5")
+                        help="override any field, nested ones too: --set prompt.format=structured")
     for name, field in cls.model_fields.items():
         if not _is_scalar(field.annotation):
             continue
-        flag = "--" + name.replace("_", "-")
+        flags = ["--" + n.replace("_", "-") for n in _names(name, field.validation_alias)]
         default = "required" if field.is_required() else f"default: {'none' if field.default is None else field.default}"
         help_text = f"{field.description or ''} ({default})".strip()
         if field.annotation is bool:
-            parser.add_argument(flag, dest=f"cfg_{name}", action=argparse.BooleanOptionalAction, default=None,
+            parser.add_argument(*flags, dest=f"cfg_{name}", action=argparse.BooleanOptionalAction, default=None,
                                 help=help_text)
         else:
-            parser.add_argument(flag, dest=f"cfg_{name}", default=None, help=help_text,
+            parser.add_argument(*flags, dest=f"cfg_{name}", default=None, help=help_text,
                                 metavar=name.upper())
+
+
+def _names(name: str, alias: object) -> list[str]:
+    """A field's name, then its documented aliases (e.g. TRL's), each one a flag."""
+    extra = [a for a in alias.choices if isinstance(a, str) and a != name] if isinstance(alias, AliasChoices) else []
+    return [name, *extra]
 
 
 STAGES = ("sft", "grpo")  # a multi-stage preset holds shared keys plus one block per stage

@@ -3,6 +3,7 @@
     sari-train eval --model base=models/base --model grpo=runs/grpo/final --workspace workspaces/demo --split test
     sari-train eval --model PATH --benchmark benchmarks/mmau/mmau-test-mini.v2025-03.json --audio-root data/mmau
     sari-train eval --model PATH --workspace workspaces/eval-mmar --split test    # pipelines/eval-mmar.yaml
+    sari-train eval --model PATH --dataset workspaces/demo/exports/hub:eval --split test   # or a Hub id
 
 `--model NAME=PATH` names a column (default: the folder's name). Each model is asked in the prompt
 format it was trained with (read from the `config.yaml` our trainers save next to the weights;
@@ -29,7 +30,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import yaml
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 from tqdm import tqdm
 
 from corpus.benchmarks import PREDICTION_FIELD, benchmark_kind, read_benchmark, shown_choices
@@ -37,18 +38,19 @@ from corpus.clips import load_clip, read_audio, under_root
 from corpus.scoring import extract_answer, mmau_match
 from corpus.store import Workspace
 from sari_train.config import ConfigError
+from sari_train.datasets import DatasetOptions
 from sari_train.models.adapter import AudioLM
 from sari_train.prompts import PromptStyle, messages
 from sari_train.rollout import LocalEngine, SamplingSettings
 
 
-class EvalConfig(BaseModel):
+class EvalConfig(DatasetOptions):
     model_config = ConfigDict(extra="forbid")
 
     models: list[str] = Field(min_length=1, description="model folders (or hub ids when online) to compare; "
                                                         "NAME=PATH names the column")
     workspace: Path | None = Field(None, description="evaluate the items of this workspace's --split")
-    split: str = Field("test", description="workspace split to evaluate")
+    split: str = Field("test", description="workspace or dataset split to evaluate")
     benchmark: Path | None = Field(None, description="an MMAU/MMAR JSON or JSONL file, e.g. "
                                                       "benchmarks/mmau/mmau-test-mini.v2025-03.json")
     audio_root: Path | None = Field(None, description="folder the benchmark's audio paths are relative to "
@@ -93,21 +95,40 @@ def workspace_items(root: Path, split: str, limit: int | None) -> list[EvalItem]
         items = [i for i in ws.items(split) if i.audio is not None][:limit]
     if not items:
         raise ConfigError(f"workspace {root} has no items with audio in split {split!r}")
-    out = []
-    for item in items:
-        meta = item.meta
-        family = meta.get("family") or meta.get("sub-category") or item.sub_category
-        knob = meta.get("difficulty")  # MMAU's easy/medium/hard, or the synthetic numeric knob
-        difficulty = knob if isinstance(knob, str) else difficulty_label(knob)
-        # Benchmark workspaces keep the record as the benchmark wrote it; other items get MMAU's fields.
-        record = meta.get("benchmark_record") or {
-            "id": meta.get("benchmark_id", item.id), "audio_id": item.audio.path, "question": item.question,
-            "choices": item.choices, "answer": item.answer, "dataset": meta.get("dataset", item.source),
-            "task": item.task, "split": item.split, "category": item.category, "sub-category": family,
-            "difficulty": difficulty}
-        out.append(EvalItem(item.id, item.question, item.choices, item.answer, item.task, difficulty,
-                            family, load_clip(root, item.audio), record))
-    return out
+    return [corpus_item(item.model_dump(), item.audio.path, load_clip(root, item.audio)) for item in items]
+
+
+def corpus_item(row: dict[str, Any], audio_id: str, audio: np.ndarray) -> EvalItem:
+    """An item of our corpus (a workspace row, or a row of a published dataset) as an EvalItem."""
+    meta = row.get("meta") or {}
+    meta = json.loads(meta) if isinstance(meta, str) else meta
+    family = meta.get("family") or meta.get("sub-category") or row.get("sub_category") or ""
+    knob = meta.get("difficulty", row.get("difficulty"))  # MMAU's easy/medium/hard, or the synthetic numeric knob
+    difficulty = knob if isinstance(knob, str) else difficulty_label(knob)
+    task = row.get("task") or ""
+    # Benchmark workspaces keep the record as the benchmark wrote it; other items get MMAU's fields.
+    record = meta.get("benchmark_record") or {
+        "id": meta.get("benchmark_id", row["id"]), "audio_id": audio_id, "question": row["question"],
+        "choices": row["choices"], "answer": row["answer"], "dataset": meta.get("dataset", row.get("source")),
+        "task": task, "split": row.get("split"), "category": row.get("category") or "",
+        "sub-category": family, "difficulty": difficulty}
+    return EvalItem(row["id"], row["question"], row["choices"], row["answer"], task, difficulty, family, audio, record)
+
+
+def dataset_items(config: EvalConfig) -> list[EvalItem]:
+    """The rows of `--dataset`'s `--split` (a published `eval` config, or any dataset through `columns`)."""
+    from sari_train.data import data_source
+
+    source = data_source(config)
+    pairs, _ = source.records(config.split, limit=config.limit)
+    items = []
+    for example, row in pairs:
+        fields = {ours: row.get(source.column(ours)) for ours in ("task", "category", "sub_category", "difficulty",
+                                                                 "meta", "source")}
+        fields.update(id=example.id, question=example.question, choices=example.choices, answer=example.answer,
+                      split=config.split)
+        items.append(corpus_item(fields, example.id, example.waveform()))
+    return items
 
 
 def workspace_skipped(root: Path, split: str) -> list[dict[str, str]]:
@@ -277,11 +298,14 @@ def write_chart(table: pd.DataFrame, path: Path) -> Path:
 
 def run_eval(config: EvalConfig) -> pd.DataFrame:
     """Evaluate every model on the same items; returns the comparison table (rows: groups, columns: models)."""
-    if (config.workspace is None) == (config.benchmark is None):
-        raise ConfigError("give exactly one of --workspace or --benchmark")
+    if [config.workspace, config.benchmark, config.dataset].count(None) != 2:
+        raise ConfigError("give exactly one of --workspace, --dataset or --benchmark")
+    skipped: list[dict[str, str]] = []
     if config.workspace is not None:
         items = workspace_items(config.workspace, config.split, config.limit)
         skipped = workspace_skipped(config.workspace, config.split)
+    elif config.dataset is not None:
+        items = dataset_items(config)
     else:
         items, skipped = benchmark_items(config.benchmark, config.audio_root, config.limit)
     columns = {}

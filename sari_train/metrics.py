@@ -1,13 +1,16 @@
-"""Training logs: one JSON line per step (and per eval), TensorBoard scalars, sample completions,
-and a PNG of the curves. Only the main process writes; a resumed run drops lines logged after
-its checkpoint (a killed run may have logged steps it never saved)."""
+"""Training logs: one JSON line per step (and per eval), the trackers of `report_to` (TensorBoard,
+wandb, trackio: `sari_train/trackers.py`), sample completions, and a PNG of the curves. Only the
+main process writes; a resumed run drops lines logged after its checkpoint (a killed run may have
+logged steps it never saved)."""
 
 from __future__ import annotations
 
 import json
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
+
+from sari_train.trackers import Tracker, open_trackers
 
 CURVES = ("loss", "reward", "rewards/accuracy/mean", "eval/accuracy", "kl", "entropy",
           "completions/mean_length", "frac_reward_zero_std", "learning_rate", "grad_norm")
@@ -15,21 +18,19 @@ CURVES = ("loss", "reward", "rewards/accuracy/mean", "eval/accuracy", "kl", "ent
 
 class MetricsLog:
     def __init__(self, folder: Path, enabled: bool = True, resume_step: int | None = None,
-                 tensorboard: bool = True):
+                 report_to: Sequence[str] = ("tensorboard",), run_name: str | None = None,
+                 config: dict[str, Any] | None = None):
         self.folder, self.enabled = Path(folder), enabled
         self.path = self.folder / "metrics.jsonl"
         self.samples_path = self.folder / "samples.jsonl"
-        self.writer = None
+        self.trackers: list[Tracker] = []
         if not enabled:
             return
         self.folder.mkdir(parents=True, exist_ok=True)
         for path in (self.path, self.samples_path):
             kept = [r for r in read_jsonl(path) if resume_step is not None and r["step"] <= resume_step]
             path.write_text("".join(json.dumps(r) + "\n" for r in kept))
-        if tensorboard:
-            from torch.utils.tensorboard import SummaryWriter
-
-            self.writer = SummaryWriter(str(self.folder / "tensorboard"))
+        self.trackers = open_trackers(list(report_to), self.folder, run_name, config)
 
     def log(self, step: int, metrics: dict[str, float]) -> None:
         if not self.enabled:
@@ -37,10 +38,8 @@ class MetricsLog:
         row = {"step": step, **{k: _clean(v) for k, v in metrics.items()}}
         with self.path.open("a") as f:
             f.write(json.dumps(row) + "\n")
-        if self.writer is not None:
-            for key, value in metrics.items():
-                if value is not None and math.isfinite(value):
-                    self.writer.add_scalar(key, value, step)
+        for tracker in self.trackers:
+            tracker.log(step, metrics)
 
     def samples(self, step: int, rows: list[dict[str, Any]]) -> None:
         if self.enabled:
@@ -50,8 +49,8 @@ class MetricsLog:
     def close(self) -> Path | None:
         if not self.enabled:
             return None
-        if self.writer is not None:
-            self.writer.close()
+        for tracker in self.trackers:
+            tracker.close()
         return plot_curves(read_jsonl(self.path), self.folder / "curves.png")
 
 

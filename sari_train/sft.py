@@ -17,14 +17,13 @@ from __future__ import annotations
 
 import time
 from contextlib import nullcontext
-from pathlib import Path
 from typing import Any
 
 import torch
 from pydantic import Field
 from tqdm import tqdm
 
-from sari_train.data import Example, load_examples, waveform
+from sari_train.data import Example, data_source
 from sari_train.grpo.curriculum import CurriculumSampler
 from sari_train.models.adapter import AudioLM
 from sari_train.prompts import PromptStyle, messages, target
@@ -39,10 +38,10 @@ class SFTConfig(TrainConfig):
     freeze_audio_tower: bool = Field(True, description="keep the audio encoder and projector fixed")
 
 
-def sft_batch(lm: AudioLM, examples: list[Example], root: Path, style: PromptStyle) -> dict[str, torch.Tensor]:
+def sft_batch(lm: AudioLM, examples: list[Example], style: PromptStyle) -> dict[str, torch.Tensor]:
     """Prompt (left-padded, with audio) + target (right-padded) and labels on the target only."""
     prompt = lm.encode_prompts([messages(e.question, e.choices, style) for e in examples],
-                               [waveform(root, e) for e in examples])
+                               [e.waveform() for e in examples])
     targets = [target(e.answer, style, e.thinking) + END_OF_TURN for e in examples]
     lm.tokenizer.padding_side = "right"
     completion = lm.tokenizer(targets, return_tensors="pt", padding=True, add_special_tokens=False)
@@ -68,7 +67,7 @@ def train_sft(config: SFTConfig) -> dict[str, Any]:
     seed_everything(config.seed)
     style = config.prompt
     cot_style = None if style.format == "implicit" else style.format
-    examples, left_out = load_examples(config.workspace, config.split, cot_style)
+    examples, left_out = data_source(config).examples(config.split, cot_style)
     sampler = CurriculumSampler([e.id for e in examples], mode="random", seed=config.seed)
     by_id = {e.id: e for e in examples}
     run = start_run(config, accelerator, sampler, config.max_steps, train_audio=not config.freeze_audio_tower)
@@ -84,7 +83,7 @@ def train_sft(config: SFTConfig) -> dict[str, Any]:
         total, tokens = torch.zeros((), device=accelerator.device), 0
         for micro in range(config.grad_accum):
             chunk = [by_id[i] for i in mine[micro * config.batch_size:(micro + 1) * config.batch_size]]
-            batch = {k: v.to(accelerator.device) for k, v in sft_batch(lm, chunk, config.workspace, style).items()}
+            batch = {k: v.to(accelerator.device) for k, v in sft_batch(lm, chunk, style).items()}
             labels = batch.pop("labels")
             sync = micro == config.grad_accum - 1
             with nullcontext() if sync else accelerator.no_sync(model):

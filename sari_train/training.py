@@ -18,11 +18,13 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AliasGenerator, BaseModel, ConfigDict, Field, model_validator
 
 from corpus.scoring import exact_match, extract_answer, mmau_match
 from sari_train.config import ConfigError, save_config
-from sari_train.data import Example, load_examples, waveform
+from sari_train.data import Example, WorkspaceSource, data_source
+from sari_train.datasets import DatasetOptions
+from sari_train.trl_names import to_ours, trl_alias
 from sari_train.metrics import MetricsLog
 from sari_train.models.adapter import AudioLM
 from sari_train.prompts import PromptStyle, messages
@@ -41,13 +43,15 @@ class LoraSettings(BaseModel):
     target_modules: str = Field(LM_PROJECTIONS, description="regex of module names that get adapters")
 
 
-class TrainConfig(BaseModel):
-    """Fields both trainers take."""
+class TrainConfig(DatasetOptions):
+    """Fields both trainers take (TRL's names are accepted too: `sari_train/trl_names.py`)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", alias_generator=AliasGenerator(validation_alias=trl_alias))
 
     model: str = Field(description="model folder to start from (or a hub id when online)")
-    workspace: Path = Field(description="corpus workspace with the training split")
+    workspace: Path | None = Field(None, description="corpus workspace with the training split (or --dataset)")
+    eval_dataset: str | None = Field(None, description="dataset of the held-out split when it is not --dataset's "
+                                                       "(e.g. DIR:eval)")
     split: str = Field("train", description="split to train on")
     eval_split: str | None = Field("test", description="held-out split for greedy accuracy (none: no eval)")
     eval_workspace: Path | None = Field(None, description="workspace holding eval_split (default: `workspace`), "
@@ -70,11 +74,23 @@ class TrainConfig(BaseModel):
     seed: int = Field(0, description="seed of data order, sampling and initialisation")
     resume: bool = Field(False, description="continue from the latest checkpoint in `out`")
     dtype: Literal["float32", "bfloat16", "float16"] = Field("float32", description="model weights dtype")
-    tensorboard: bool = Field(True, description="also write TensorBoard scalars")
+    report_to: list[Literal["tensorboard", "wandb", "trackio"]] = Field(
+        ["tensorboard"], description="trackers besides metrics.jsonl (TRL's names; `tensorboard: false` drops it)")
+    run_name: str | None = Field(None, description="the run's name in trackers (default: the --out folder's name)")
+    push_to_hub: str | None = Field(None, description="upload final/ with a model card to this Hub model repo "
+                                                      "(token from HF_TOKEN or `hf auth login`)")
+    hub_private: bool = Field(True, description="create the pushed repo private")
 
-    @property
-    def eval_root(self) -> Path:
-        return self.eval_workspace or self.workspace
+    @model_validator(mode="before")
+    @classmethod
+    def _trl_conversions(cls, data: Any) -> Any:
+        return to_ours(data, cls.model_fields)
+
+    @model_validator(mode="after")
+    def _one_data_source(self) -> TrainConfig:
+        if (self.workspace is None) == (self.dataset is None):
+            raise ValueError("give exactly one of workspace or dataset")
+        return self
 
 
 # --- model ---------------------------------------------------------------------------------------
@@ -141,7 +157,7 @@ def seed_everything(seed: int) -> None:
 # --- evaluation ----------------------------------------------------------------------------------
 
 @torch.no_grad()
-def held_out_accuracy(lm: AudioLM, examples: list[Example], root: Path, style: PromptStyle,
+def held_out_accuracy(lm: AudioLM, examples: list[Example], style: PromptStyle,
                       max_new_tokens: int, accelerator: Any, batch_size: int = 16) -> dict[str, float]:
     """Greedy answers through the rollout engine; exact match (R1-AQA) and the MMAU rule, in %.
     Each process answers its share of the items; counts are summed over processes."""
@@ -153,7 +169,7 @@ def held_out_accuracy(lm: AudioLM, examples: list[Example], root: Path, style: P
         settings = SamplingSettings(k=1, temperature=0.0, max_new_tokens=max_new_tokens)
         state = torch.get_rng_state()  # the engine seeds torch; leave the training stream untouched
         texts = LocalEngine(lm, batch_size=batch_size).sample(
-            [messages(e.question, e.choices, style) for e in shard], [waveform(root, e) for e in shard], settings).texts
+            [messages(e.question, e.choices, style) for e in shard], [e.waveform() for e in shard], settings).texts
         torch.set_rng_state(state)
         answers = [group[0] for group in texts]
         counts += torch.tensor([sum(exact_match(a, e.answer) for a, e in zip(answers, shard)),
@@ -280,7 +296,7 @@ class Run:
 
     def evaluate(self, step: int) -> None:
         if self.held_out:
-            scores = held_out_accuracy(self.lm, self.held_out, self.config.eval_root, self.config.prompt,
+            scores = held_out_accuracy(self.lm, self.held_out, self.config.prompt,
                                        self.config.eval_max_new_tokens, self.accelerator)
             self.accuracy[step] = round(scores["eval/accuracy"], 1)
             self.log.log(step, scores)
@@ -301,6 +317,13 @@ class Run:
                 "held-out accuracy % by step": self.accuracy}
 
 
+def held_out_source(config: TrainConfig) -> Any:
+    """Where the held-out split lives: `eval_dataset`, else `eval_workspace`, else the training data."""
+    if config.eval_workspace is not None and config.eval_dataset is None:
+        return WorkspaceSource(config.eval_workspace)
+    return data_source(config, config.eval_dataset)
+
+
 def start_run(config: TrainConfig, accelerator: Any, sampler: Any, updates: int, train_audio: bool = False) -> Run:
     """Load the policy (or resume it from the latest checkpoint, sampler included), build the
     optimizer for `updates` steps, open the metrics log and score step 0 of a fresh run."""
@@ -315,8 +338,8 @@ def start_run(config: TrainConfig, accelerator: Any, sampler: Any, updates: int,
         start = step_of(checkpoint)
     model = accelerator.prepare(lm.model)  # DDP when launched on several processes
     log = MetricsLog(config.out, accelerator.is_main_process, resume_step=start if checkpoint else None,
-                     tensorboard=config.tensorboard)
-    held_out = (load_examples(config.eval_root, config.eval_split, None, config.eval_limit)[0]
+                     report_to=config.report_to, run_name=config.run_name, config=config.model_dump(mode="json"))
+    held_out = (held_out_source(config).examples(config.eval_split, None, config.eval_limit)[0]
                 if config.eval_split else [])
     run = Run(config, accelerator, lm, peft_model, optimizer, scheduler, model, log, start, held_out)
     if start == 0:

@@ -18,7 +18,7 @@ from corpus.store import Workspace, WorkspaceError
 from sari_data.publish.card import render_card
 from sari_data.publish.export import (ConfigExport, ExportOptions, check_replaceable, export, manifest,
                                       staging_folder, swap_in)
-from sari_data.publish.push import PushPlan, dry_run_plan, push
+from corpus.hub import PushPlan, dry_run_plan, push
 
 
 @dataclass

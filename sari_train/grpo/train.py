@@ -35,7 +35,7 @@ from tqdm import tqdm
 from corpus.scoring import exact_match
 from sari_train import shared_prefix
 from sari_train.config import ConfigError
-from sari_train.data import Example, load_difficulty, load_examples, waveform
+from sari_train.data import Example, data_source
 from sari_train.grpo import losses
 from sari_train.grpo.curriculum import CurriculumSampler
 from sari_train.grpo.groups import Groups, Tally, cat, pooled_std, step_metrics
@@ -78,7 +78,7 @@ def sample_groups(lm: AudioLM, examples: list[Example], config: GRPOConfig, rewa
     """Encode the prompts (audio once each), sample G completions per prompt, score them."""
     style = config.prompt
     batch = lm.encode_prompts([messages(e.question, e.choices, style) for e in examples],
-                              [waveform(config.workspace, e) for e in examples])
+                              [e.waveform() for e in examples])
     settings = SamplingSettings(k=config.num_generations, temperature=config.temperature, top_p=config.top_p,
                                 max_new_tokens=config.max_completion_length)
     torch.manual_seed(seed)  # the same prompts and step sample the same completions on any number of processes
@@ -137,7 +137,7 @@ def train_grpo(config: GRPOConfig) -> dict[str, Any]:
     rank, world, device = accelerator.process_index, accelerator.num_processes, accelerator.device
     seed_everything(config.seed)
     reward_fns = make_rewards(config.rewards, explicit=config.prompt.format != "implicit")
-    examples, left_out = load_examples(config.workspace, config.split)
+    examples, left_out = data_source(config).examples(config.split)
     sampler = make_sampler(config, examples)
     by_id = {e.id: e for e in examples if e.id in set(sampler.ids)}
 
@@ -215,15 +215,16 @@ def train_grpo(config: GRPOConfig) -> dict[str, Any]:
 
 def make_sampler(config: GRPOConfig, examples: list[Example]) -> CurriculumSampler:
     """The prompt order; curriculum mode uses items with a bucket (items at 0/k have none)."""
-    difficulty = load_difficulty(config.workspace, config.difficulty_model)
+    difficulty = data_source(config).difficulty(config.split, config.difficulty_model)
     ids = [e.id for e in examples]
     if config.sampler == "curriculum":
         ids = [i for i in ids if i in difficulty and difficulty[i].bucket is not None]
         if not ids:
-            raise ConfigError(f"no item of split {config.split!r} in {config.workspace} has a difficulty bucket; "
-                              f"run `sari-data difficulty` first or set sampler: random")
+            fix = "use its `rl` config (a `bucket` column)" if config.dataset else "run `sari-data difficulty` first"
+            raise ConfigError(f"no item of split {config.split!r} in {config.dataset or config.workspace} has a "
+                              f"difficulty bucket; {fix} or set sampler: random")
     buckets = {i: d.bucket for i, d in difficulty.items() if d.bucket is not None}
-    rates = {i: d.pass_rate for i, d in difficulty.items()}
+    rates = {i: d.pass_rate for i, d in difficulty.items() if d.pass_rate is not None}
     return CurriculumSampler(ids, buckets, config.sampler, config.seed, config.band, rates)
 
 

@@ -10,7 +10,7 @@ from sari_train.models.tiny import build_tiny_omni_thinker
 
 PRESETS = Path(__file__).parents[2] / "pipelines" / "train"
 TINY = ["--max-steps", "1", "--eval-limit", "2", "--eval-max-new-tokens", "4", "--dtype", "float32",
-        "--no-tensorboard", "--save-every", "0", "--grad-accum", "1"]
+        "--report-to", "none", "--save-every", "0", "--grad-accum", "1"]
 GRPO_TINY = ["--num-generations", "2", "--max-completion-length", "4", "--prompts-per-batch", "1"]
 
 

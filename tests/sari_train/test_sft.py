@@ -18,7 +18,7 @@ def config(model, ws, out, **kw):
 def test_labels_cover_the_target_only(tiny_qwen2_audio, train_workspace, fmt):
     lm, style = tiny_qwen2_audio, PromptStyle(format=fmt)
     examples, _ = load_examples(train_workspace, "train", None if fmt == "implicit" else fmt, limit=3)
-    batch = sft_batch(lm, examples, train_workspace, style)
+    batch = sft_batch(lm, examples, style)
     prompt_len = batch["input_ids"].shape[1] - (batch["labels"][0] != IGNORE).sum()  # first row: longest target?
     audio = batch["input_ids"] == lm.audio_token_id
     assert (batch["labels"][audio] == IGNORE).all() and audio.any()

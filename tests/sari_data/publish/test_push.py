@@ -1,4 +1,3 @@
-import hashlib
 import json
 import os
 import socket
@@ -8,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
+from corpus import hub as push_module
+from corpus.hub import PushError
 from corpus.store import Workspace
 from sari_data import cli
-from sari_data.publish import push as push_module
 from sari_data.publish.export import ExportOptions, manifest
-from sari_data.publish.push import PushError, plan_push, same_content
 from sari_data.publish.run import publish
 
 REPO = "me/sari-small"
@@ -57,19 +56,6 @@ def test_interrupted_push_resumes_without_resending(corpus, fake_hub, tmp_path, 
     assert set(resumed.plan.unchanged) == sent_before
     assert set(resumed.plan.upload) == set(files) - sent_before
     assert fake_hub.repos[REPO] == {p: (out / p).read_bytes() for p in files}
-
-
-def test_plan_compares_git_blob_ids_and_lfs_hashes(tmp_path):
-    (tmp_path / "data").mkdir()
-    (tmp_path / "data" / "a.parquet").write_bytes(b"abc")
-    (tmp_path / "README.md").write_bytes(b"card")
-    lfs = (None, hashlib.sha256(b"abc").hexdigest())
-    blob = ("0" * 40, None)
-    assert same_content(tmp_path / "data" / "a.parquet", lfs)
-    assert not same_content(tmp_path / "README.md", blob)
-    plan = plan_push(tmp_path, {"data/a.parquet": lfs, "README.md": blob, "data/old.parquet": blob, "extra.png": blob})
-    assert plan.unchanged == ["data/a.parquet"] and plan.upload == ["README.md"]
-    assert plan.delete == ["data/old.parquet"]  # only stale data files, never other files of the repo
 
 
 def test_cli_push_and_dry_run_never_show_the_token(corpus, fake_hub, tmp_path, monkeypatch, capsys):

@@ -1,0 +1,145 @@
+"""TRL's names for our settings, so a TRL user's `GRPOConfig` / `SFTConfig` YAML mostly works.
+
+Each setting has one canonical name (ours, saved in every run's config.yaml); TRL's name is a
+documented alias accepted in YAML, `--set` and as a second flag (`--lr` and `--learning-rate`).
+A few TRL settings need a conversion rather than a rename (`to_ours`): `bf16`/`fp16` set `dtype`;
+GRPO's `per_device_train_batch_size` counts completions, ours counts prompts (÷ G);
+`reward_funcs` + `reward_weights` (lists) become `rewards` (name → weight); `dataset_config`
+joins `dataset_name` as `NAME:CONFIG`; `push_to_hub: true` + `hub_model_id` become
+`push_to_hub: ID`; `use_peft` + `lora_*` become `lora`; `report_to` may be one string (`none`,
+`all`, `wandb,trackio`). If both spellings are given, the later one wins (a flag, `--set`).
+TRL settings we do not have are still rejected as unknown keys.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import AliasChoices
+
+# ours -> TRL's (GRPOConfig / SFTConfig / their TrainingArguments, and TRL scripts' model and data arguments)
+TRL_NAMES = {
+    "lr": "learning_rate",
+    "grad_accum": "gradient_accumulation_steps",
+    "out": "output_dir",
+    "log_every": "logging_steps",
+    "save_every": "save_steps",
+    "eval_every": "eval_steps",
+    "schedule": "lr_scheduler_type",
+    "epsilon_low": "epsilon",
+    "resume": "resume_from_checkpoint",
+    "model": "model_name_or_path",
+    "dataset": "dataset_name",
+    "split": "dataset_train_split",
+    "eval_split": "dataset_test_split",
+    "log_completions": "num_completions_to_print",
+    "hub_private": "hub_private_repo",
+    "streaming": "dataset_streaming",
+    "batch_size": "per_device_train_batch_size",  # SFT; GRPO's counts completions (converted, see below)
+}
+# the same name in both (listed for the README table and the test of a TRL-style YAML)
+SHARED = ("dtype", "max_steps", "num_generations", "beta", "temperature", "top_p", "max_completion_length", "loss_type",
+          "seed", "warmup_steps", "weight_decay", "max_grad_norm", "epsilon_high", "num_iterations",
+          "scale_rewards", "report_to", "run_name")
+# TRL names that need a conversion, not a rename: TRL's -> ours
+CONVERTED = {"bf16": "dtype", "fp16": "dtype", "per_device_train_batch_size": "prompts_per_batch (GRPO: ÷ G)",
+             "reward_weights": "rewards", "reward_funcs": "rewards", "dataset_config": "dataset",
+             "push_to_hub + hub_model_id": "push_to_hub", "use_peft + lora_*": "lora"}
+LORA = {"lora_r": "r", "lora_alpha": "alpha", "lora_dropout": "dropout", "lora_target_modules": "target_modules"}
+TRACKERS = ("tensorboard", "wandb", "trackio")
+
+
+def trl_alias(name: str) -> AliasChoices | str:
+    """A field's validation alias: its own name, plus TRL's where that differs."""
+    return AliasChoices(name, TRL_NAMES[name]) if name in TRL_NAMES else name
+
+
+def to_ours(data: Any, fields: dict[str, Any]) -> Any:
+    """Rewrite the TRL settings that are not plain renames (see the module docstring)."""
+    if not isinstance(data, dict):
+        return data
+    if "per_device_train_batch_size" in data and "prompts_per_batch" in fields:
+        data = {k: v for k, v in data.items() if k != "per_device_train_batch_size"} | _prompts_per_batch(
+            data["per_device_train_batch_size"], data.get("num_generations", fields["num_generations"].default))
+    if isinstance(data.get("push_to_hub"), bool) or "hub_model_id" in data:  # TRL: a bool plus the repo id
+        wanted, repo = data.pop("push_to_hub", bool(data.get("hub_model_id"))), data.pop("hub_model_id", None)
+        if wanted and not repo:
+            raise ValueError("push_to_hub: true needs hub_model_id (or give the repo: push_to_hub: me/model)")
+        data = {**data, "push_to_hub": repo if wanted else None}
+    if "use_peft" in data or any(k in data for k in LORA):
+        data = _lora(data)
+    canonical = {trl: ours for ours, trl in TRL_NAMES.items()}
+    renamed: dict[str, Any] = {}
+    for key, value in data.items():  # both spellings given: the later one (a flag, --set) wins
+        renamed.pop(key, None)
+        renamed[canonical.get(key, key)] = value
+    data = renamed
+    for flag, dtype in (("bf16", "bfloat16"), ("fp16", "float16")):
+        if data.pop(flag, None):
+            data["dtype"] = dtype
+    if "reward_weights" in data or "reward_funcs" in data:
+        data["rewards"] = _rewards(data.pop("reward_funcs", None), data.pop("reward_weights", None))
+    config = data.pop("dataset_config", None)
+    if config and data.get("dataset"):
+        data["dataset"] = f"{data['dataset']}:{config}"
+    if isinstance(data.get("scale_rewards"), bool):  # TRL ≤ 0.21 spelled group scaling as a bool
+        data["scale_rewards"] = "group" if data["scale_rewards"] else "none"
+    if data.get("schedule") == "constant_with_warmup":  # our constant schedule warms up too
+        data["schedule"] = "constant"
+    if isinstance(data.get("resume"), str) and data["resume"].lower() not in ("true", "false"):
+        raise ValueError("resume_from_checkpoint: give true (runs resume from the latest checkpoint in output_dir)")
+    if "report_to" in data or "tensorboard" in data:
+        data["report_to"] = _trackers(data.get("report_to", fields["report_to"].default), data.pop("tensorboard", None))
+    return data
+
+
+def _prompts_per_batch(completions: Any, g: int) -> dict[str, int]:
+    if not isinstance(completions, int) or completions % g:
+        raise ValueError(f"per_device_train_batch_size {completions} counts completions and must be a multiple of "
+                         f"num_generations {g} here (each process samples whole groups); or set prompts_per_batch")
+    return {"prompts_per_batch": completions // g}
+
+
+def _lora(data: dict[str, Any]) -> dict[str, Any]:
+    """TRL's `use_peft` + `lora_*` (ModelConfig) as our `lora` block (TRL ignores `lora_*` without
+    `use_peft`, and so do we). Module names become our regex, kept to the language model;
+    `all-linear` is our default (its attention and MLP projections)."""
+    rest = {k: v for k, v in data.items() if k != "use_peft" and k not in LORA}
+    if not data.get("use_peft"):
+        return rest
+    settings = {ours: data[trl] for trl, ours in LORA.items() if trl in data}
+    modules = settings.pop("target_modules", None)
+    if isinstance(modules, (list, tuple)):
+        settings["target_modules"] = rf".*language_model.*\.({'|'.join(map(str, modules))})"
+    elif modules not in (None, "all-linear"):
+        settings["target_modules"] = modules
+    return {**rest, "lora": settings}
+
+
+def _rewards(funcs: list[str] | None, weights: list[float] | None) -> dict[str, float]:
+    funcs = list(funcs or ["accuracy", "format"])  # our default rewards, in order
+    weights = list(weights) if weights is not None else [1.0] * len(funcs)
+    if len(weights) != len(funcs):
+        raise ValueError(f"reward_weights has {len(weights)} weights for {len(funcs)} rewards ({', '.join(funcs)}); "
+                         f"give one weight per reward, or use rewards: {{name: weight}}")
+    return dict(zip(funcs, map(float, weights)))
+
+
+def _trackers(report_to: Any, tensorboard: bool | None) -> list[str]:
+    """TRL accepts one string, `none` or `all`; `tensorboard: false` is our older spelling."""
+    if isinstance(report_to, str) and "," in report_to:
+        report_to = [t.strip() for t in report_to.split(",")]
+    if isinstance(report_to, str):
+        report_to = installed_trackers() if report_to == "all" else [] if report_to == "none" else [report_to]
+    trackers = [t for t in report_to or [] if t != "none"]
+    if tensorboard is True and "tensorboard" not in trackers:
+        trackers.append("tensorboard")
+    if tensorboard is False:
+        trackers = [t for t in trackers if t != "tensorboard"]
+    return trackers
+
+
+def installed_trackers() -> list[str]:
+    from importlib.util import find_spec
+
+    return [t for t in TRACKERS if t == "tensorboard" or find_spec(t) is not None]

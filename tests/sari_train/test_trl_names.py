@@ -1,0 +1,93 @@
+"""A TRL user's GRPOConfig YAML runs `sari-train grpo` unchanged; TRL's names are aliases of ours."""
+
+import json
+
+import pytest
+import yaml
+
+from sari_train.cli import main, parser
+from sari_train.grpo.train import GRPOConfig
+from sari_train.sft import SFTConfig
+from sari_train.trl_names import SHARED, TRL_NAMES
+
+# TRL's names for every setting both have (TRL's GRPOConfig and its scripts' model/data arguments)
+TRL_YAML = {
+    "model_name_or_path": None, "output_dir": None, "dataset_train_split": "train", "dataset_test_split": "test",
+    "learning_rate": 2.0e-3, "lr_scheduler_type": "cosine", "warmup_steps": 1, "weight_decay": 0.01,
+    "max_grad_norm": 0.5, "gradient_accumulation_steps": 2, "per_device_train_batch_size": 4, "num_generations": 2,
+    "max_steps": 2, "logging_steps": 1, "save_steps": 2, "eval_steps": 0, "resume_from_checkpoint": False,
+    "seed": 3, "bf16": False, "dtype": "float32", "dataset_streaming": False, "hub_private_repo": True, "report_to": "none", "run_name": "trl-style", "beta": 0.02, "epsilon": 0.15,
+    "epsilon_high": 0.25, "temperature": 0.9, "top_p": 0.95, "max_completion_length": 4, "loss_type": "dr_grpo",
+    "scale_rewards": "batch", "num_iterations": 2, "reward_funcs": ["accuracy", "format"],
+    "reward_weights": [2.0, 1.0], "num_completions_to_print": 1,
+}
+OURS = {"lr": 2.0e-3, "schedule": "cosine", "warmup_steps": 1, "weight_decay": 0.01, "max_grad_norm": 0.5,
+        "grad_accum": 2, "prompts_per_batch": 2, "num_generations": 2, "max_steps": 2, "log_every": 1,
+        "save_every": 2, "eval_every": 0, "resume": False, "seed": 3, "dtype": "float32", "report_to": [],
+        "run_name": "trl-style", "beta": 0.02, "epsilon_low": 0.15, "epsilon_high": 0.25, "temperature": 0.9,
+        "top_p": 0.95, "max_completion_length": 4, "loss_type": "dr_grpo", "scale_rewards": "batch",
+        "num_iterations": 2, "rewards": {"accuracy": 2.0, "format": 1.0}, "log_completions": 1,
+        "split": "train", "eval_split": "test", "streaming": False, "hub_private": True}
+
+
+def test_trl_style_yaml_runs_grpo_unchanged(tiny_model_dir, train_workspace, tmp_path):
+    out = tmp_path / "run"
+    path = tmp_path / "grpo.yaml"
+    path.write_text(yaml.safe_dump({**TRL_YAML, "model_name_or_path": str(tiny_model_dir), "output_dir": str(out),
+                                    "workspace": str(train_workspace), "eval_limit": 2, "eval_max_new_tokens": 2,
+                                    "sampler": "random"}))
+    assert main(["grpo", "--config", str(path)]) == 0
+    saved = yaml.safe_load((out / "final" / "config.yaml").read_text())
+    assert {k: saved[k] for k in OURS} == OURS  # saved under our canonical names
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if "loss" in r] == [1, 2]
+    assert (out / "checkpoints" / "step-000002" / "trainer_state.pt").exists()  # save_steps: 2
+    assert len((out / "samples.jsonl").read_text().splitlines()) == 2  # one completion per logged step
+
+
+def test_every_shared_setting_has_a_trl_spelling_in_the_test_yaml():
+    grpo_fields = set(GRPOConfig.model_fields)
+    assert set(TRL_NAMES) - {"batch_size", "dataset"} <= grpo_fields and set(SHARED) <= grpo_fields
+    covered = set(TRL_YAML) | {"per_device_train_batch_size"}
+    assert {TRL_NAMES[k] for k in TRL_NAMES if k not in ("batch_size", "dataset")} <= covered
+    assert set(SHARED) <= covered
+
+
+def test_flags_and_set_use_either_name_and_the_later_one_wins(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("model: m\nworkspace: w\nlearning_rate: 1.0e-4\n")
+    args = parser().parse_args(["sft", "--config", str(path), "--set", "lr=3e-4"])
+    from sari_train.config import load_config
+
+    assert load_config(SFTConfig, args, "sft").lr == 3e-4
+    path.write_text("model: m\nworkspace: w\nlr: 1.0e-4\n")
+    args = parser().parse_args(["sft", "--config", str(path), "--learning-rate", "5e-4", "--per-device-train-batch-size", "3"])
+    config = load_config(SFTConfig, args, "sft")
+    assert (config.lr, config.batch_size) == (5e-4, 3)
+    help_text = parser()._subparsers._group_actions[0].choices["grpo"].format_help()
+    assert "--lr LR, --learning-rate LR" in help_text and "--epsilon-low EPSILON_LOW, --epsilon EPSILON_LOW" in help_text
+    assert "optim.lr" not in help_text and "--set prompt.format=structured" in " ".join(help_text.split())
+
+
+def test_conversions_and_their_errors():
+    base = dict(model="m", workspace="w")
+    assert GRPOConfig(**base, per_device_train_batch_size=16).prompts_per_batch == 2  # 16 completions / G=8
+    assert GRPOConfig(**base, reward_weights=[3, 1]).rewards == {"accuracy": 3.0, "format": 1.0}
+    assert GRPOConfig(**base, fp16=True).dtype == "float16"
+    assert GRPOConfig(model="m", dataset_name="me/c", dataset_config="rl").dataset == "me/c:rl"
+    assert GRPOConfig(**base, scale_rewards=False).scale_rewards == "none"
+    assert GRPOConfig(**base, tensorboard=False).report_to == []
+    assert GRPOConfig(**base, report_to=["none"]).report_to == []
+    assert GRPOConfig(**base, report_to="wandb,trackio").report_to == ["wandb", "trackio"]  # --report-to a,b
+    lora = GRPOConfig(**base, use_peft=True, lora_r=8, lora_alpha=16, lora_target_modules=["q_proj", "v_proj"]).lora
+    assert (lora.r, lora.alpha, lora.target_modules) == (8, 16, r".*language_model.*\.(q_proj|v_proj)")
+    assert GRPOConfig(**base, lora_r=8).lora is None  # TRL ignores lora_* without use_peft
+    assert GRPOConfig(**base, dataset_streaming=True).streaming is True
+    with pytest.raises(ValueError, match="multiple of num_generations 8"):
+        GRPOConfig(**base, per_device_train_batch_size=4)
+    with pytest.raises(ValueError, match="2 weights for 3 rewards"):
+        GRPOConfig(**base, reward_funcs=["accuracy", "format", "structure"], reward_weights=[1, 1])
+    with pytest.raises(ValueError, match="resume_from_checkpoint: give true"):
+        GRPOConfig(**base, resume_from_checkpoint="runs/x/checkpoint-100")
+    with pytest.raises(ValueError, match="eval_strategy"):  # TRL settings we lack stay unknown keys
+        GRPOConfig(**base, eval_strategy="steps")
