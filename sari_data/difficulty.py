@@ -80,7 +80,8 @@ class DifficultyConfig(BaseModel):
     curriculum_seed: int = Field(0, description="seed of the shuffle within buckets and of the random view")
     batch_items: int = Field(8, ge=1, description="items per stored batch (one transaction each)")
     device: str = Field("auto", description="auto: cuda:<LOCAL_RANK> when a GPU is there, else cpu")
-    dtype: str = "float32"
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="auto: bfloat16 on a GPU, float32 on a CPU")
     concurrency: int = Field(8, ge=1, description="endpoint: requests in flight")
     retries: int = Field(3, ge=0, description="endpoint: retries per request (with backoff)")
     timeout: float = Field(120.0, gt=0, description="endpoint: seconds per request")
@@ -144,8 +145,9 @@ def parse_shard(text: str) -> tuple[int, int]:
 
 def launched_shard() -> tuple[int, int] | None:
     """(rank, world size) under torchrun / accelerate launch, None in a single process."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    return (int(os.environ.get("RANK", "0")), world) if world > 1 else None
+    from sari_train.device import launched
+
+    return launched()
 
 
 def shard_dir(root: Path, index: int, count: int) -> Path:
@@ -201,16 +203,11 @@ def make_engine(config: DifficultyConfig) -> Any:
 
         return EndpointEngine(config.endpoint, config.model, concurrency=config.concurrency, retries=config.retries,
                               timeout=config.timeout, n_per_request=config.n_per_request, sample_rate=SAMPLE_RATE)
-    import torch
-
     from sari_train.models.adapter import AudioLM
     from sari_train.rollout import LocalEngine
 
-    device = config.device
-    if device == "auto":
-        device = f"cuda:{os.environ.get('LOCAL_RANK', '0')}" if torch.cuda.is_available() else "cpu"
     try:
-        lm = AudioLM.load(config.model, dtype=config.dtype, device=device)
+        lm = AudioLM.load(config.model, dtype=config.dtype, device=config.device)
     except (OSError, ValueError) as err:
         raise DifficultyError(f"cannot load the model {config.model!r}: {str(err).splitlines()[0]}; pass a local "
                               f"model folder with --model") from err

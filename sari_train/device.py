@@ -45,3 +45,21 @@ def launched() -> tuple[int, int] | None:
     """(rank, world size) under torchrun / accelerate launch with more than one process, else None."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     return (int(os.environ.get("RANK", "0")), world) if world > 1 else None
+
+
+def gather_in_order(local: list, shard: tuple[int, int]) -> list | None:
+    """Undo a strided split (`items[rank::world]`): rank 0 gets every rank's results back in the
+    original order, the other ranks get None. Uses gloo, so it runs on CPU and GPU machines alike."""
+    from datetime import timedelta
+
+    import torch.distributed as dist
+
+    rank, world = shard
+    if not dist.is_initialized():
+        dist.init_process_group("gloo", timeout=timedelta(hours=24))
+    parts: list | None = [None] * world if rank == 0 else None
+    dist.gather_object(local, parts, dst=0)
+    if rank != 0:
+        return None
+    total = sum(len(p) for p in parts)
+    return [parts[i % world][i // world] for i in range(total)]

@@ -3,6 +3,14 @@
     sari-train eval --model base=models/base --model grpo=runs/grpo/final --workspace workspaces/demo --split test
     sari-train eval --model PATH --benchmark mmau-test-mini.json --audio-root DIR
 
+    sari-train eval --model Qwen/Qwen2-Audio-7B-Instruct --benchmark mmau.json --audio-root DIR --batch-size 32
+    accelerate launch --num-processes 8 -m sari_train.cli eval --model ... --benchmark ...   # or torchrun
+
+Runs on the GPU in bfloat16 when there is one (`--device`, `--dtype` override: cpu/cuda[:i], float32/
+bfloat16/float16). Under `accelerate launch` or `torchrun` each process takes every n-th item on
+its own GPU and rank 0 gathers the completions, scores and writes everything (same outputs as one
+process: the split never changes a greedy answer).
+
 `--model NAME=PATH` names a column (default: the folder's name). Each model is asked in the prompt
 format it was trained with (read from the `config.yaml` our trainers save next to the weights;
 implicit for other models) unless `--format` sets one for all. Greedy by default. Reports total,
@@ -30,6 +38,7 @@ from corpus.clips import load_clip, read_audio
 from corpus.scoring import extract_answer, mmau_match
 from corpus.store import Workspace
 from sari_train.config import ConfigError
+from sari_train.device import DtypeName, gather_in_order, launched, pick
 from sari_train.models.adapter import AudioLM
 from sari_train.prompts import PromptStyle, messages
 from sari_train.rollout import LocalEngine, SamplingSettings
@@ -47,7 +56,9 @@ class EvalConfig(BaseModel):
     prompt: PromptStyle | None = Field(None, description="one prompt style for all models (default: each "
                                                           "model's trained style, else implicit)")
     max_new_tokens: int = Field(64, ge=1, description="generation budget (raise it for thinking formats)")
-    batch_size: int = Field(8, ge=1)
+    batch_size: int = Field(8, ge=1, description="prompts per generate call (per process)")
+    device: str = Field("auto", description="auto (cuda:<LOCAL_RANK> if there is a GPU, else cpu), cpu, cuda, cuda:1")
+    dtype: DtypeName = Field("auto", description="auto (bfloat16 on GPU, float32 on CPU), float32, bfloat16, float16")
     shuffled: bool = Field(True, description="also score with every item's options shuffled")
     seed: int = Field(0, description="seed of the option shuffle")
     limit: int | None = Field(None, ge=1, description="evaluate only the first N items")
@@ -174,18 +185,29 @@ def trained_style(model: str) -> PromptStyle:
     return PromptStyle()
 
 
-def evaluate_model(model: str, items: list[EvalItem], config: EvalConfig) -> tuple[pd.Series, list[str]]:
-    lm = AudioLM.load(model)
+def evaluate_model(model: str, items: list[EvalItem], config: EvalConfig) -> tuple[pd.Series, list[str]] | None:
+    """Accuracy table and completions of one model; under a launcher each process answers every
+    n-th item and only rank 0 gets the result (None elsewhere)."""
+    device, dtype = pick(config.device, config.dtype)
+    lm = AudioLM.load(model, dtype=dtype, device=device)
     engine = LocalEngine(lm, batch_size=config.batch_size)
     style = config.prompt or trained_style(model)
     settings = SamplingSettings(k=1, temperature=0.0, max_new_tokens=config.max_new_tokens)
-    completions = predict(engine, items, style, settings, desc=f"eval {Path(model).name}")
+    shard = launched()
+    mine = slice(shard[0], None, shard[1]) if shard else slice(None)
+    completions = predict(engine, items[mine], style, settings, desc=f"eval {Path(model).name}")
+    reordered = shuffled_choices(items, config.seed) if config.shuffled else None
+    shuffled_out = (predict(engine, items[mine], style, settings, reordered[mine], "shuffled")
+                    if reordered is not None else [])
+    if shard:
+        completions, shuffled_out = gather_in_order(completions, shard), gather_in_order(shuffled_out, shard)
+        if shard[0] != 0:
+            return None
     scored = score(items, completions)
     shuffled = None
-    if config.shuffled:
-        reordered = shuffled_choices(items, config.seed)
+    if reordered is not None:
         shuffled_items = [EvalItem(**{**i.__dict__, "choices": c}) for i, c in zip(items, reordered)]
-        shuffled = score(shuffled_items, predict(engine, items, style, settings, reordered, "shuffled"))
+        shuffled = score(shuffled_items, shuffled_out)
     return accuracy_table(scored, shuffled), completions
 
 
@@ -214,8 +236,9 @@ def write_chart(table: pd.DataFrame, path: Path) -> Path:
     return path
 
 
-def run_eval(config: EvalConfig) -> pd.DataFrame:
-    """Evaluate every model on the same items; returns the comparison table (rows: groups, columns: models)."""
+def run_eval(config: EvalConfig) -> pd.DataFrame | None:
+    """Evaluate every model on the same items; returns the comparison table (rows: groups, columns:
+    models) on rank 0 (None on the other ranks of a launched run, which write nothing)."""
     if (config.workspace is None) == (config.benchmark is None):
         raise ConfigError("give exactly one of --workspace or --benchmark")
     skipped: list[str] = []
@@ -225,9 +248,13 @@ def run_eval(config: EvalConfig) -> pd.DataFrame:
         items, skipped = benchmark_items(config.benchmark, config.audio_root, config.limit)
     columns = {}
     for name, model in map(named, config.models):
-        table, completions = evaluate_model(model, items, config)
-        columns[name] = table
+        result = evaluate_model(model, items, config)
+        if result is None:  # not rank 0: rank 0 writes the outputs
+            continue
+        columns[name], completions = result
         write_predictions(items, completions, config.out / name)
+    if not columns:
+        return None
     comparison = pd.DataFrame(columns)
     config.out.mkdir(parents=True, exist_ok=True)
     report = {"config": config.model_dump(mode="json"), "n_items": len(items), "skipped": skipped,
