@@ -135,6 +135,11 @@ class AudioLM:
     def window_seconds(self) -> float:
         return self.feature_extractor.n_samples / self.feature_extractor.sampling_rate
 
+    def save_chat_template(self, folder: str | Path) -> None:
+        """Keep the processor template with a saved checkpoint, as `processor.save_pretrained` does
+        (chat_template.jinja; it replaces the tokenizer's plain one a tokenizer save writes there)."""
+        (Path(folder) / "chat_template.jinja").write_text(self.chat_template)
+
     # --- inputs ----------------------------------------------------------------------------------
 
     def prompt_text(self, messages: list[dict[str, Any]]) -> str:

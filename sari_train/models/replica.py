@@ -241,7 +241,7 @@ def omni_config(hidden_size: int, layers: int) -> Any:
         dit_config=dict(hidden_size=hidden_size, num_hidden_layers=2, num_attention_heads=2, head_dim=head_dim,
                         emb_dim=16, enc_emb_dim=16, enc_dim=16, enc_channels=[16, 16, 16, 16, 48],
                         enc_attention_channels=8, enc_se_channels=8, look_ahead_layers=[1], look_backward_layers=[0]),
-        bigvgan_config=dict(upsample_initial_channel=32))
+        bigvgan_config=dict(upsample_initial_channel=128))  # halved by each of 6 upsamplings (real: 1536)
     return Qwen2_5OmniConfig(thinker_config=thinker, talker_config=talker, token2wav_config=token2wav,
                              enable_audio_output=True)
 
