@@ -188,7 +188,10 @@ def trained_style(model: str) -> PromptStyle:
 def evaluate_model(model: str, items: list[EvalItem], config: EvalConfig) -> tuple[pd.Series, list[str]] | None:
     """Accuracy table and completions of one model; under a launcher each process answers every
     n-th item and only rank 0 gets the result (None elsewhere)."""
-    device, dtype = pick(config.device, config.dtype)
+    try:
+        device, dtype = pick(config.device, config.dtype)
+    except ValueError as err:
+        raise ConfigError(str(err)) from err
     lm = AudioLM.load(model, dtype=dtype, device=device)
     engine = LocalEngine(lm, batch_size=config.batch_size)
     style = config.prompt or trained_style(model)

@@ -4,27 +4,12 @@ id (`AudioLM.load(path)`): eval, difficulty, captions --local-model, short SFT a
 import json
 
 import pytest
-import soundfile as sf
 
 from corpus.store import Workspace
-from corpus.testing import dummy_clip, dummy_item
+from corpus.testing import dummy_benchmark, dummy_item
 from sari_train.models.adapter import AudioLM
 
 REPLICAS = ["qwen2-audio", "qwen2.5-omni"]
-
-
-def benchmark_folder(root):
-    """Three MMAU-format records with their clips."""
-    records = []
-    for n in range(3):
-        audio = f"audio/clip{n}.wav"
-        (root / "audio").mkdir(parents=True, exist_ok=True)
-        sf.write(root / audio, dummy_clip(1.5, 300 + 50 * n, 16000), 16000)
-        records.append({"id": f"q{n}", "audio_id": audio, "question": "Is the tone high or low?",
-                        "choices": ["high", "low"], "answer": "low", "dataset": "toy", "task": "music",
-                        "split": "test", "category": "pitch", "sub-category": "pitch", "difficulty": "easy"})
-    (root / "bench.json").write_text(json.dumps(records))
-    return root / "bench.json"
 
 
 @pytest.mark.slow
@@ -32,7 +17,7 @@ def benchmark_folder(root):
 def test_eval(replica_dirs, tmp_path, name):
     from sari_train.evaluate import EvalConfig, run_eval
 
-    config = EvalConfig(models=[f"m={replica_dirs(name)}"], benchmark=benchmark_folder(tmp_path), audio_root=tmp_path,
+    config = EvalConfig(models=[f"m={replica_dirs(name)}"], benchmark=dummy_benchmark(tmp_path), audio_root=tmp_path,
                         max_new_tokens=3, batch_size=2, shuffled=False, out=tmp_path / "out", device="auto",
                         dtype="auto")
     table = run_eval(config)

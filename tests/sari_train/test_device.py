@@ -1,0 +1,33 @@
+"""The one device/dtype rule of the model commands."""
+
+import pytest
+import torch
+
+from sari_train.device import launched, pick, resolve_dtype
+
+
+def test_auto_is_gpu_bf16_else_cpu_fp32(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert pick() == ("cpu", "float32")
+    assert pick("cpu", "bfloat16") == ("cpu", "bfloat16")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setenv("LOCAL_RANK", "3")
+    assert pick() == ("cuda:3", "bfloat16")
+    assert pick("cuda:0", "float16") == ("cuda:0", "float16")
+    assert resolve_dtype("auto", "cpu") == "float32"
+
+
+def test_bad_choices_are_one_line_errors(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ValueError, match="CUDA is not available"):
+        pick("cuda", "auto")
+    with pytest.raises(ValueError, match="choose one of auto, float32, bfloat16, float16"):
+        pick("cpu", "fp8")
+
+
+def test_launched_reads_the_launcher_environment(monkeypatch):
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    assert launched() is None
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    monkeypatch.setenv("RANK", "2")
+    assert launched() == (2, 4)
