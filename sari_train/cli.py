@@ -29,8 +29,11 @@ def cmd_tiny_model(args: argparse.Namespace) -> None:
     if args.replica:
         from sari_train.models.replica import HUB_IDS, build_replica
 
-        path = build_replica(args.replica, Path(args.out), hidden_size=args.hidden_size or 32,
-                             layers=args.layers or 1, seed=args.seed)
+        try:
+            path = build_replica(args.replica, Path(args.out), hidden_size=args.hidden_size or 32,
+                                 layers=args.layers or 1, seed=args.seed)
+        except ValueError as err:  # a width the replica cannot have
+            raise ConfigError(str(err)) from err
         print(f"replica of {HUB_IDS[args.replica]} (random weights) written to {path}")
         return
     from sari_train.models.tiny import build_tiny_omni_thinker, build_tiny_qwen2_audio

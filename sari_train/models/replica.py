@@ -216,7 +216,9 @@ def omni_config(hidden_size: int, layers: int) -> Any:
     from transformers import Qwen2_5OmniConfig
 
     head_dim = 16
-    heads = max(1, hidden_size // head_dim)
+    if hidden_size % head_dim:
+        raise ValueError(f"--hidden-size {hidden_size}: the Omni replica needs a multiple of {head_dim} (its head size)")
+    heads = hidden_size // head_dim
     third = head_dim // 2 // 3
     mrope = dict(rope_type="default", rope_theta=1_000_000.0,
                  mrope_section=[head_dim // 2 - 2 * third, third, third])  # real: [16, 24, 24] of 64

@@ -31,3 +31,15 @@ def test_launched_reads_the_launcher_environment(monkeypatch):
     monkeypatch.setenv("WORLD_SIZE", "4")
     monkeypatch.setenv("RANK", "2")
     assert launched() == (2, 4)
+
+
+def test_eval_on_a_missing_gpu_is_a_one_line_error(tmp_path, monkeypatch, capsys):
+    from corpus.testing import dummy_benchmark
+    from sari_train.cli import main
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    bench = dummy_benchmark(tmp_path, n=1)
+    assert main(["eval", "--model", str(tmp_path / "m"), "--benchmark", str(bench), "--device", "cuda",
+                 "--out", str(tmp_path / "out")]) == 2
+    assert capsys.readouterr().err.strip() == ("sari-train eval: error: --device cuda: CUDA is not available on this "
+                                                "machine; use --device cpu or auto")

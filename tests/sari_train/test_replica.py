@@ -186,3 +186,12 @@ def test_a_damaged_thinker_checkpoint_is_an_error(omni, tmp_path, damage):
     index_file.write_text(json.dumps(index))
     with pytest.raises(CheckpointError, match=f"1 {damage} .*layers"):
         AudioLM.load(folder)
+
+
+@pytest.mark.slow
+def test_the_command_writes_a_replica(tmp_path, capsys):
+    from sari_train.cli import main
+
+    assert main(["tiny-model", str(tmp_path / "r"), "--replica", "qwen2-audio", "--hidden-size", "16"]) == 0
+    assert "replica of Qwen/Qwen2-Audio-7B-Instruct" in capsys.readouterr().out
+    assert json.loads((tmp_path / "r" / "config.json").read_text())["text_config"]["hidden_size"] == 16
