@@ -195,3 +195,28 @@ def test_the_command_writes_a_replica(tmp_path, capsys):
     assert main(["tiny-model", str(tmp_path / "r"), "--replica", "qwen2-audio", "--hidden-size", "16"]) == 0
     assert "replica of Qwen/Qwen2-Audio-7B-Instruct" in capsys.readouterr().out
     assert json.loads((tmp_path / "r" / "config.json").read_text())["text_config"]["hidden_size"] == 16
+
+
+def test_sampling_ignores_the_repo_generation_defaults(q2a):
+    """The repo's generation_config.json presets repetition_penalty 1.1, top_k 20, top_p 0.5: the
+    rollouts' first-step distribution must be the policy's own (else samples and log-probs are bent)."""
+    from sari_train.rollout import SamplingSettings, generation_kwargs
+
+    lm = AudioLM.load(q2a)
+    assert lm.model.generation_config.repetition_penalty == 1.1
+    with torch.no_grad():  # random weights give near-uniform logits: sharpen them so a penalty shows
+        lm.model.get_output_embeddings().weight.mul_(200)
+    batch = lm.encode_prompts([messages(QUESTION, CHOICES)], [tone(1.0)])
+    with torch.no_grad():
+        own = lm.model(**batch.model_inputs()).logits[0, -1].float().log_softmax(-1)
+
+    def first_step(**kwargs):
+        out = lm.model.generate(**batch.model_inputs(), output_scores=True, return_dict_in_generate=True,
+                                pad_token_id=151643, **{**kwargs, "max_new_tokens": 1})
+        return out.scores[0][0].float().log_softmax(-1)
+
+    ours = first_step(**generation_kwargs(SamplingSettings(temperature=1.0)))
+    torch.testing.assert_close(ours, own, atol=1e-4, rtol=1e-4)
+    prompt_tokens = batch.input_ids[0].unique()
+    repo_default = first_step(do_sample=True, temperature=1.0, top_p=1.0, top_k=0)  # penalty 1.1 from the repo
+    assert not torch.allclose(repo_default[prompt_tokens], own[prompt_tokens], atol=1e-2)
