@@ -125,14 +125,14 @@ class LocalEngine:
 
 
 def generation_kwargs(settings: SamplingSettings) -> dict[str, Any]:
-    """`generate` arguments that sample from the policy itself: the settings, and neutral values for
-    what a repo's generation_config.json may preset (Qwen2-Audio-7B-Instruct: repetition_penalty 1.1,
-    top_k 20, top_p 0.5, temperature 0.7), which would otherwise bend samples and their log-probs."""
-    kwargs: dict[str, Any] = dict(do_sample=not settings.greedy, max_new_tokens=settings.max_new_tokens,
-                                  repetition_penalty=1.0)
-    if not settings.greedy:
-        kwargs.update(temperature=settings.temperature, top_p=settings.top_p, top_k=0)
-    return kwargs
+    """`generate` arguments. Sampling draws from the policy itself: neutral values replace what a
+    repo's generation_config.json presets (Qwen2-Audio-7B-Instruct: repetition_penalty 1.1, top_k 20,
+    top_p 0.5, temperature 0.7), which would bend samples and their log-probs. Greedy decoding keeps
+    the repo's defaults, as `model.generate(..., do_sample=False)` in the reference eval scripts does."""
+    if settings.greedy:
+        return dict(do_sample=False, max_new_tokens=settings.max_new_tokens)
+    return dict(do_sample=True, max_new_tokens=settings.max_new_tokens, temperature=settings.temperature,
+                top_p=settings.top_p, top_k=0, repetition_penalty=1.0)
 
 
 def completion_mask(completion: torch.Tensor, stop_ids: Sequence[int]) -> torch.Tensor:
