@@ -4,6 +4,7 @@
     sari-data difficulty --recipe pipelines/demo.yaml --workspace workspaces/demo --model models/tiny
     sari-data difficulty ... --k 4 --set difficulty.silence_probe=true --set difficulty.buckets.count=4
     sari-data difficulty ... --endpoint http://127.0.0.1:8000/v1 --model Qwen/Qwen2-Audio-7B-Instruct
+    sari-data difficulty ... --model Qwen/Qwen2.5-Omni-7B --device cuda --dtype bfloat16   # local, on a GPU
     torchrun --nproc-per-node 2 -m sari_data.cli difficulty ...    # one shard per rank, rank 0 merges
     sari-data difficulty ... --shard 0/2 &  sari-data difficulty ... --shard 1/2; wait
     sari-data difficulty ...                                         # merges the shards, then finishes
@@ -14,7 +15,8 @@ correct / k. Rollouts are written per batch of items in one transaction, so a ki
 where it stopped and an item whose k rollouts are stored is never sampled again. A shard writes
 its own DuckDB file (DuckDB allows one writer) under <workspace>/shards/; merging is an upsert
 query over those files. Then: SARI's filter (0/k items get no bucket), buckets, curriculum views
-in exports/, and a report (tables and a histogram PNG).
+in exports/, and a report (tables and a histogram PNG). A local model runs on cuda:<LOCAL_RANK> in
+bfloat16 when there is a GPU, else on the CPU in float32 (`--device`, `--dtype` override).
 """
 
 from __future__ import annotations
