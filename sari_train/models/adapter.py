@@ -258,10 +258,24 @@ def default_chat_template(kind: ModelKind) -> str:
     return OMNI_CHAT_TEMPLATE
 
 
+def renders_audio(template: str) -> bool:
+    """Whether a chat template turns an audio part into the `<|AUDIO|>` placeholder (a plain ChatML
+    template raises on list content, or drops the part)."""
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    probe = [{"role": "user", "content": [{"type": "audio", "audio": "a"}, {"type": "text", "text": "q"}]}]
+    try:
+        text = ImmutableSandboxedEnvironment().from_string(template).render(messages=probe, add_generation_prompt=True)
+    except Exception:  # any template error means: not an audio template
+        return False
+    return text.count(AUDIO_TOKEN) == 1
+
+
 def processor_chat_template(path: str | Path, kind: ModelKind) -> str:
     """The chat template the repo's processor uses: chat_template.jinja, chat_template.json or
     processor_config.json, as `AutoProcessor` looks for them; else the processor class's default.
-    Never the tokenizer's template (in the hub repos that one is plain ChatML)."""
+    Never a plain text template (the tokenizer's in the hub repos; a tokenizer save in transformers
+    5 writes it to chat_template.jinja too)."""
     from transformers.utils import cached_file
 
     for name in ("chat_template.jinja", "chat_template.json", "processor_config.json"):
@@ -271,7 +285,7 @@ def processor_chat_template(path: str | Path, kind: ModelKind) -> str:
             continue
         text = Path(found).read_text()
         template = text if name.endswith(".jinja") else json.loads(text).get("chat_template")
-        if template:
+        if template and renders_audio(template):
             return template
     return default_chat_template(kind)
 

@@ -220,3 +220,17 @@ def test_sampling_ignores_the_repo_generation_defaults(q2a):
     prompt_tokens = batch.input_ids[0].unique()
     repo_default = first_step(do_sample=True, temperature=1.0, top_p=1.0, top_k=0)  # penalty 1.1 from the repo
     assert not torch.allclose(repo_default[prompt_tokens], own[prompt_tokens], atol=1e-2)
+
+
+def test_a_plain_template_beside_the_weights_is_not_taken_for_the_processor_one(q2a, tmp_path):
+    """A tokenizer save (transformers 5) writes its plain ChatML template to chat_template.jinja:
+    prompts still come from the processor's template."""
+    import shutil
+
+    from sari_train.models.adapter import processor_chat_template
+
+    folder = tmp_path / "saved"
+    shutil.copytree(q2a, folder)
+    (folder / "chat_template.jinja").write_text(QWEN2_CHAT_TEMPLATE)
+    template = processor_chat_template(folder, "qwen2_audio")
+    assert template != QWEN2_CHAT_TEMPLATE and "<|audio_bos|><|AUDIO|><|audio_eos|>" in template
