@@ -205,11 +205,16 @@ def make_engine(config: DifficultyConfig) -> Any:
 
         return EndpointEngine(config.endpoint, config.model, concurrency=config.concurrency, retries=config.retries,
                               timeout=config.timeout, n_per_request=config.n_per_request, sample_rate=SAMPLE_RATE)
+    from sari_train.device import pick
     from sari_train.models.adapter import AudioLM
     from sari_train.rollout import LocalEngine
 
     try:
-        lm = AudioLM.load(config.model, dtype=config.dtype, device=config.device)
+        device, dtype = pick(config.device, config.dtype)
+    except ValueError as err:
+        raise DifficultyError(str(err)) from err
+    try:
+        lm = AudioLM.load(config.model, dtype=dtype, device=device)
     except (OSError, ValueError) as err:
         raise DifficultyError(f"cannot load the model {config.model!r}: {str(err).splitlines()[0]}; pass a local "
                               f"model folder with --model") from err

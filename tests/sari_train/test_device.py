@@ -43,3 +43,11 @@ def test_eval_on_a_missing_gpu_is_a_one_line_error(tmp_path, monkeypatch, capsys
                  "--out", str(tmp_path / "out")]) == 2
     assert capsys.readouterr().err.strip() == ("sari-train eval: error: --device cuda: CUDA is not available on this "
                                                 "machine; use --device cpu or auto")
+
+
+def test_difficulty_on_a_missing_gpu_is_a_difficulty_error(monkeypatch):
+    from sari_data.difficulty import DifficultyConfig, DifficultyError, make_engine
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(DifficultyError, match="--device cuda:1: CUDA is not available"):
+        make_engine(DifficultyConfig(model="any", device="cuda:1"))
