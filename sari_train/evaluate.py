@@ -185,9 +185,10 @@ def trained_style(model: str) -> PromptStyle:
     return PromptStyle()
 
 
-def evaluate_model(model: str, items: list[EvalItem], config: EvalConfig) -> tuple[pd.Series, list[str]] | None:
-    """Accuracy table and completions of one model; under a launcher each process answers every
-    n-th item and only rank 0 gets the result (None elsewhere)."""
+def evaluate_model(model: str, items: list[EvalItem], config: EvalConfig,
+                   sharded: bool = True) -> tuple[pd.Series, list[str]] | None:
+    """Accuracy table and completions of one model; under a launcher (and `sharded`) each process
+    answers every n-th item and only rank 0 gets the result (None elsewhere)."""
     try:
         device, dtype = pick(config.device, config.dtype)
     except ValueError as err:
@@ -196,7 +197,7 @@ def evaluate_model(model: str, items: list[EvalItem], config: EvalConfig) -> tup
     engine = LocalEngine(lm, batch_size=config.batch_size)
     style = config.prompt or trained_style(model)
     settings = SamplingSettings(k=1, temperature=0.0, max_new_tokens=config.max_new_tokens)
-    shard = launched()
+    shard = launched() if sharded else None
     mine = slice(shard[0], None, shard[1]) if shard else slice(None)
     completions = predict(engine, items[mine], style, settings, desc=f"eval {Path(model).name}")
     reordered = shuffled_choices(items, config.seed) if config.shuffled else None
