@@ -60,3 +60,21 @@ def noise_clips(n: int, seconds: float = 3.0, seed: int = 0) -> list[np.ndarray]
     """n different white-noise clips (float32, 16 kHz)."""
     rng = np.random.default_rng(seed)
     return [(0.1 * rng.standard_normal(int(seconds * 16000))).astype(np.float32) for _ in range(n)]
+
+
+def dummy_benchmark(root: Path, n: int = 3) -> Path:
+    """An MMAU-format benchmark file of n two-choice pitch questions with their WAV clips under root."""
+    import json
+
+    import soundfile as sf
+
+    records = []
+    (root / "audio").mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        audio = f"audio/clip{i}.wav"
+        sf.write(root / audio, dummy_clip(1.5, 300 + 50 * i), 16000)
+        records.append({"id": f"q{i}", "audio_id": audio, "question": "Is the tone high or low?",
+                        "choices": ["high", "low"], "answer": "low", "dataset": "toy", "task": "music",
+                        "split": "test", "category": "pitch", "sub-category": "pitch", "difficulty": "easy"})
+    (root / "bench.json").write_text(json.dumps(records))
+    return root / "bench.json"

@@ -96,7 +96,7 @@ def cmd_difficulty(args: argparse.Namespace) -> None:
     from sari_data.difficulty import parse_shard, run_difficulty
     from sari_data.difficulty_report import format_tables
 
-    flags = {"model": args.model, "endpoint": args.endpoint, "k": args.k}
+    flags = {"model": args.model, "endpoint": args.endpoint, "k": args.k, "device": args.device, "dtype": args.dtype}
     overrides = [f"difficulty.{key}={json.dumps(value)}" for key, value in flags.items() if value is not None]
     recipe = load_recipe(args.recipe, overrides + args.set)
     workspace = args.workspace or recipe.workspace
@@ -169,6 +169,10 @@ def parser() -> argparse.ArgumentParser:
     difficulty.add_argument("--model", help="local model folder, or the served model name with --endpoint")
     difficulty.add_argument("--endpoint", help="OpenAI-compatible base URL, e.g. http://127.0.0.1:8000/v1")
     difficulty.add_argument("--k", type=int, help="answers per item (default 16)")
+    difficulty.add_argument("--device", help="local model: auto (default: cuda:<LOCAL_RANK> if a GPU is there, "
+                                             "else cpu), cpu, cuda, cuda:1")
+    difficulty.add_argument("--dtype", choices=["auto", "float32", "bfloat16", "float16"],
+                            help="local model: auto (default: bfloat16 on a GPU, float32 on a CPU)")
     difficulty.add_argument("--shard", metavar="I/N", help="score only shard I of N into <workspace>/shards/")
     difficulty.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                             help="override a recipe field, e.g. --set difficulty.silence_probe=true")

@@ -4,6 +4,7 @@
     sari-data difficulty --recipe pipelines/demo.yaml --workspace workspaces/demo --model models/tiny
     sari-data difficulty ... --k 4 --set difficulty.silence_probe=true --set difficulty.buckets.count=4
     sari-data difficulty ... --endpoint http://127.0.0.1:8000/v1 --model Qwen/Qwen2-Audio-7B-Instruct
+    sari-data difficulty ... --model Qwen/Qwen2.5-Omni-7B --device cuda --dtype bfloat16   # local, on a GPU
     torchrun --nproc-per-node 2 -m sari_data.cli difficulty ...    # one shard per rank, rank 0 merges
     sari-data difficulty ... --shard 0/2 &  sari-data difficulty ... --shard 1/2; wait
     sari-data difficulty ...                                         # merges the shards, then finishes
@@ -14,7 +15,8 @@ correct / k. Rollouts are written per batch of items in one transaction, so a ki
 where it stopped and an item whose k rollouts are stored is never sampled again. A shard writes
 its own DuckDB file (DuckDB allows one writer) under <workspace>/shards/; merging is an upsert
 query over those files. Then: SARI's filter (0/k items get no bucket), buckets, curriculum views
-in exports/, and a report (tables and a histogram PNG).
+in exports/, and a report (tables and a histogram PNG). A local model runs on cuda:<LOCAL_RANK> in
+bfloat16 when there is a GPU, else on the CPU in float32 (`--device`, `--dtype` override).
 """
 
 from __future__ import annotations
@@ -80,7 +82,8 @@ class DifficultyConfig(BaseModel):
     curriculum_seed: int = Field(0, description="seed of the shuffle within buckets and of the random view")
     batch_items: int = Field(8, ge=1, description="items per stored batch (one transaction each)")
     device: str = Field("auto", description="auto: cuda:<LOCAL_RANK> when a GPU is there, else cpu")
-    dtype: str = "float32"
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="auto: bfloat16 on a GPU, float32 on a CPU")
     concurrency: int = Field(8, ge=1, description="endpoint: requests in flight")
     retries: int = Field(3, ge=0, description="endpoint: retries per request (with backoff)")
     timeout: float = Field(120.0, gt=0, description="endpoint: seconds per request")
@@ -144,8 +147,9 @@ def parse_shard(text: str) -> tuple[int, int]:
 
 def launched_shard() -> tuple[int, int] | None:
     """(rank, world size) under torchrun / accelerate launch, None in a single process."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    return (int(os.environ.get("RANK", "0")), world) if world > 1 else None
+    from sari_train.device import launched
+
+    return launched()
 
 
 def shard_dir(root: Path, index: int, count: int) -> Path:
@@ -201,16 +205,16 @@ def make_engine(config: DifficultyConfig) -> Any:
 
         return EndpointEngine(config.endpoint, config.model, concurrency=config.concurrency, retries=config.retries,
                               timeout=config.timeout, n_per_request=config.n_per_request, sample_rate=SAMPLE_RATE)
-    import torch
-
+    from sari_train.device import pick
     from sari_train.models.adapter import AudioLM
     from sari_train.rollout import LocalEngine
 
-    device = config.device
-    if device == "auto":
-        device = f"cuda:{os.environ.get('LOCAL_RANK', '0')}" if torch.cuda.is_available() else "cpu"
     try:
-        lm = AudioLM.load(config.model, dtype=config.dtype, device=device)
+        device, dtype = pick(config.device, config.dtype)
+    except ValueError as err:
+        raise DifficultyError(str(err)) from err
+    try:
+        lm = AudioLM.load(config.model, dtype=dtype, device=device)
     except (OSError, ValueError) as err:
         raise DifficultyError(f"cannot load the model {config.model!r}: {str(err).splitlines()[0]}; pass a local "
                               f"model folder with --model") from err

@@ -1,9 +1,12 @@
 """`sari-train`: train and evaluate audio language models on a corpus workspace or a dataset.
 
     sari-train tiny-model models/tiny-qwen2-audio --kind qwen2_audio      # offline random-weight model
+    sari-train tiny-model models/replica-omni --replica qwen2.5-omni       # the hub repo's files, small weights
     sari-train eval --model models/tiny-qwen2-audio --workspace workspaces/demo --split test
     sari-train eval --model PATH --benchmark benchmarks/mmau/mmau-test-mini.v2025-03.json --audio-root data/mmau
     sari-train eval --model PATH --workspace workspaces/eval-mmar --out artifacts/eval/mmar   # MMAR eval workspace
+    sari-train eval --model PATH --benchmark benchmarks/mmau/mmau-test-mini.v2025-03.json --audio-root data/mmau --device cuda --dtype bfloat16
+    accelerate launch --num-processes 8 -m sari_train.cli eval --model Qwen/Qwen2-Audio-7B-Instruct --benchmark ...
     sari-train sft --config pipelines/train/sari-qwen2-audio.yaml --model models/tiny-qwen2-audio
     sari-train grpo --config pipelines/train/r1-aqa.yaml --model runs/sft/final --workspace workspaces/demo
     sari-train experiment --config pipelines/experiments/ablations.yaml       # SARI's ablations, several seeds
@@ -36,11 +39,21 @@ def prefer_flagged_source(args: argparse.Namespace) -> None:
 
 
 def cmd_tiny_model(args: argparse.Namespace) -> None:
+    if args.replica:
+        from sari_train.models.replica import HUB_IDS, build_replica
+
+        try:
+            path = build_replica(args.replica, Path(args.out), hidden_size=args.hidden_size or 32,
+                                 layers=args.layers or 1, seed=args.seed)
+        except ValueError as err:  # a width the replica cannot have
+            raise ConfigError(str(err)) from err
+        print(f"replica of {HUB_IDS[args.replica]} (random weights) written to {path}")
+        return
     from sari_train.models.tiny import build_tiny_omni_thinker, build_tiny_qwen2_audio
 
     builder = {"qwen2_audio": build_tiny_qwen2_audio, "qwen2_5_omni_thinker": build_tiny_omni_thinker}[args.kind]
-    path = builder(Path(args.out), window_seconds=args.window_seconds, hidden_size=args.hidden_size,
-                   layers=args.layers, seed=args.seed)
+    path = builder(Path(args.out), window_seconds=args.window_seconds, hidden_size=args.hidden_size or 64,
+                   layers=args.layers or 2, seed=args.seed)
     print(f"tiny random-weight {args.kind} written to {path}")
 
 
@@ -53,10 +66,17 @@ def cmd_eval(args: argparse.Namespace) -> None:
     if args.format:
         args.set.append(f"prompt.format={args.format}")
     prefer_flagged_source(args)
+    from sari_train.device import launched
+
     config = load_config(EvalConfig, args)
+    shard = launched()
+    if shard and shard[0] != 0:  # rank 0 gathers, scores, records and prints
+        run_eval(config)
+        return
     with recorded_run(None, "eval", folder=config.out, config=config.model_dump(mode="json")) as results:
         table = run_eval(config)
         results["accuracy"] = table.to_dict()
+        results["processes"] = shard[1] if shard else 1
     print(table.round(1).to_string())
     n, skipped = int(table.loc["n"].iloc[0]), table.attrs.get("n_skipped", 0)
     reasons = ", ".join(f"{why} {count}" for why, count in table.attrs.get("skipped_reasons", {}).items())
@@ -129,9 +149,13 @@ def parser() -> argparse.ArgumentParser:
     tiny = commands.add_parser("tiny-model", help="write a tiny random-weight audio LM for offline runs and tests")
     tiny.add_argument("out", help="output folder")
     tiny.add_argument("--kind", choices=["qwen2_audio", "qwen2_5_omni_thinker"], default="qwen2_audio")
-    tiny.add_argument("--window-seconds", type=int, default=4, help="audio window the encoder sees (whole seconds)")
-    tiny.add_argument("--hidden-size", type=int, default=64)
-    tiny.add_argument("--layers", type=int, default=2)
+    tiny.add_argument("--replica", choices=["qwen2-audio", "qwen2.5-omni"],
+                      help="write the files of Qwen/Qwen2-Audio-7B-Instruct or Qwen/Qwen2.5-Omni-7B (real tokenizer, "
+                           "templates, preprocessor and config; full Omni checkpoint) with small random weights")
+    tiny.add_argument("--window-seconds", type=int, default=4,
+                      help="audio window the encoder sees (whole seconds; replicas use the repo's: 30 / 300)")
+    tiny.add_argument("--hidden-size", type=int, help="width (default 64; replicas 32)")
+    tiny.add_argument("--layers", type=int, help="layers per stack (default 2; replicas 1)")
     tiny.add_argument("--seed", type=int, default=0)
     tiny.set_defaults(run=cmd_tiny_model)
 

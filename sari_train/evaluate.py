@@ -5,6 +5,14 @@
     sari-train eval --model PATH --workspace workspaces/eval-mmar --split test    # pipelines/eval-mmar.yaml
     sari-train eval --model PATH --dataset workspaces/demo/exports/hub:eval --split test   # or a Hub id
 
+    sari-train eval --model Qwen/Qwen2-Audio-7B-Instruct --benchmark mmau.json --audio-root DIR --batch-size 32
+    accelerate launch --num-processes 8 -m sari_train.cli eval --model ... --benchmark ...   # or torchrun
+
+Runs on the GPU in bfloat16 when there is one (`--device`, `--dtype` override: cpu/cuda[:i], float32/
+bfloat16/float16). Under `accelerate launch` or `torchrun` each process takes every n-th item on
+its own GPU and rank 0 gathers the completions, scores and writes everything (same outputs as one
+process: the split never changes a greedy answer).
+
 `--model NAME=PATH` names a column (default: the folder's name). Each model is asked in the prompt
 format it was trained with (read from the `config.yaml` our trainers save next to the weights;
 implicit for other models) unless `--format` sets one for all. Greedy by default. Reports total
@@ -39,6 +47,7 @@ from corpus.scoring import extract_answer, mmau_match
 from corpus.store import Workspace
 from sari_train.config import ConfigError
 from sari_train.datasets import DatasetOptions
+from sari_train.device import DtypeName, gather_in_order, launched, pick
 from sari_train.models.adapter import AudioLM
 from sari_train.prompts import PromptStyle, messages
 from sari_train.rollout import LocalEngine, SamplingSettings
@@ -58,7 +67,9 @@ class EvalConfig(DatasetOptions):
     prompt: PromptStyle | None = Field(None, description="one prompt style for all models (default: each "
                                                           "model's trained style, else implicit)")
     max_new_tokens: int = Field(64, ge=1, description="generation budget (raise it for thinking formats)")
-    batch_size: int = Field(8, ge=1)
+    batch_size: int = Field(8, ge=1, description="prompts per generate call (per process)")
+    device: str = Field("auto", description="auto (cuda:<LOCAL_RANK> if there is a GPU, else cpu), cpu, cuda, cuda:1")
+    dtype: DtypeName = Field("auto", description="auto (bfloat16 on GPU, float32 on CPU), float32, bfloat16, float16")
     shuffled: bool = Field(True, description="also score with every item's options shuffled")
     seed: int = Field(0, description="seed of the option shuffle")
     limit: int | None = Field(None, ge=1, description="evaluate only the first N items")
@@ -239,18 +250,33 @@ def eval_style(config: EvalConfig, model: str) -> PromptStyle:
     return (config.prompt or trained_style(model)).model_copy(update={"video_to_audio": False})
 
 
-def evaluate_model(model: str, items: list[EvalItem], config: EvalConfig) -> tuple[pd.Series, list[str]]:
-    lm = AudioLM.load(model)
+def evaluate_model(model: str, items: list[EvalItem], config: EvalConfig,
+                   sharded: bool = True) -> tuple[pd.Series, list[str]] | None:
+    """Accuracy table and completions of one model; under a launcher (and `sharded`) each process
+    answers every n-th item and only rank 0 gets the result (None elsewhere)."""
+    try:
+        device, dtype = pick(config.device, config.dtype)
+    except ValueError as err:
+        raise ConfigError(str(err)) from err
+    lm = AudioLM.load(model, dtype=dtype, device=device)
     engine = LocalEngine(lm, batch_size=config.batch_size)
     style = eval_style(config, model)
     settings = SamplingSettings(k=1, temperature=0.0, max_new_tokens=config.max_new_tokens)
-    completions = predict(engine, items, style, settings, desc=f"eval {Path(model).name}")
+    shard = launched() if sharded else None
+    mine = slice(shard[0], None, shard[1]) if shard else slice(None)
+    completions = predict(engine, items[mine], style, settings, desc=f"eval {Path(model).name}")
+    reordered = shuffled_choices(items, config.seed) if config.shuffled else None
+    shuffled_out = (predict(engine, items[mine], style, settings, reordered[mine], "shuffled")
+                    if reordered is not None else [])
+    if shard:
+        completions, shuffled_out = gather_in_order(completions, shard), gather_in_order(shuffled_out, shard)
+        if shard[0] != 0:
+            return None
     scored = score(items, completions)
     shuffled = None
-    if config.shuffled:
-        reordered = shuffled_choices(items, config.seed)
+    if reordered is not None:
         shuffled_items = [EvalItem(**{**i.__dict__, "choices": c}) for i, c in zip(items, reordered)]
-        shuffled = score(shuffled_items, predict(engine, items, style, settings, reordered, "shuffled"))
+        shuffled = score(shuffled_items, shuffled_out)
     return accuracy_table(scored, shuffled), completions
 
 
@@ -296,8 +322,9 @@ def write_chart(table: pd.DataFrame, path: Path) -> Path:
     return path
 
 
-def run_eval(config: EvalConfig) -> pd.DataFrame:
-    """Evaluate every model on the same items; returns the comparison table (rows: groups, columns: models)."""
+def run_eval(config: EvalConfig) -> pd.DataFrame | None:
+    """Evaluate every model on the same items; returns the comparison table (rows: groups, columns:
+    models) on rank 0 (None on the other ranks of a launched run, which write nothing)."""
     if [config.workspace, config.benchmark, config.dataset].count(None) != 2:
         raise ConfigError("give exactly one of --workspace, --dataset or --benchmark")
     skipped: list[dict[str, str]] = []
@@ -310,11 +337,16 @@ def run_eval(config: EvalConfig) -> pd.DataFrame:
         items, skipped = benchmark_items(config.benchmark, config.audio_root, config.limit)
     columns = {}
     for name, model in map(named, config.models):
-        table, completions = evaluate_model(model, items, config)
+        result = evaluate_model(model, items, config)
+        if result is None:  # not rank 0: rank 0 writes the outputs
+            continue
+        columns[name], completions = result
         if skipped:  # the strict figure: every skipped item counted as wrong
-            table["total (skipped counted wrong)"] = table["total"] * len(items) / (len(items) + len(skipped))
-        columns[name] = table
+            columns[name]["total (skipped counted wrong)"] = (columns[name]["total"] * len(items)
+                                                               / (len(items) + len(skipped)))
         write_predictions(items, completions, config.out / name)
+    if not columns:
+        return None
     comparison = pd.DataFrame(columns)
     config.out.mkdir(parents=True, exist_ok=True)
     reasons = dict(Counter(s["reason"] for s in skipped))

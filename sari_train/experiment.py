@@ -130,7 +130,7 @@ def score_model(config: ExperimentConfig, model: str, items: list[EvalItem], fmt
     evaluation = EvalConfig(models=[model], workspace=config.workspace, split=config.eval_split,
                             prompt={"format": fmt} if fmt else None, shuffled=False,
                             max_new_tokens=config.eval_max_new_tokens)
-    table, _ = evaluate_model(model, items, evaluation)
+    table, _ = evaluate_model(model, items, evaluation, sharded=False)  # every process scores the arm
     scores = {k: float(v) for k, v in table.items()}
     cache.parent.mkdir(parents=True, exist_ok=True)
     cache.write_text(json.dumps({"settings": settings, "scores": scores}, indent=1))

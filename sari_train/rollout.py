@@ -71,11 +71,9 @@ class LocalEngine:
         """k completions for each prompt of one batch. Pass `prompt_embeds` to reuse an encoding."""
         lm, k = self.lm, settings.k
         batch = batch.to(lm.device)
-        sampling = dict(do_sample=not settings.greedy, max_new_tokens=settings.max_new_tokens,
-                        eos_token_id=lm.stop_token_ids, pad_token_id=lm.tokenizer.pad_token_id,
-                        output_scores=with_logprobs, return_dict_in_generate=True)
-        if not settings.greedy:
-            sampling.update(temperature=settings.temperature, top_p=settings.top_p, top_k=0)
+        sampling = dict(generation_kwargs(settings), eos_token_id=lm.stop_token_ids,
+                        pad_token_id=lm.tokenizer.pad_token_id, output_scores=with_logprobs,
+                        return_dict_in_generate=True)
         repeated = batch.repeat(k)
         extra = {"feature_attention_mask": repeated.feature_attention_mask} if lm.needs_feature_mask else {}
         if self.shared_encoder:
@@ -124,6 +122,17 @@ class LocalEngine:
                     logprobs.append([generated.logprobs[r][generated.completion_mask[r].bool()]
                                      for r in range(i, i + settings.k)])
         return Rollouts(texts, ids, logprobs if with_logprobs else None)
+
+
+def generation_kwargs(settings: SamplingSettings) -> dict[str, Any]:
+    """`generate` arguments. Sampling draws from the policy itself: neutral values replace what a
+    repo's generation_config.json presets (Qwen2-Audio-7B-Instruct: repetition_penalty 1.1, top_k 20,
+    top_p 0.5, temperature 0.7), which would bend samples and their log-probs. Greedy decoding keeps
+    the repo's defaults, as `model.generate(..., do_sample=False)` in the reference eval scripts does."""
+    if settings.greedy:
+        return dict(do_sample=False, max_new_tokens=settings.max_new_tokens)
+    return dict(do_sample=True, max_new_tokens=settings.max_new_tokens, temperature=settings.temperature,
+                top_p=settings.top_p, top_k=0, repetition_penalty=1.0)
 
 
 def completion_mask(completion: torch.Tensor, stop_ids: Sequence[int]) -> torch.Tensor:

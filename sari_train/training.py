@@ -199,6 +199,7 @@ def save_model(folder: Path, lm: AudioLM, peft_model: Any, config: BaseModel) ->
     model.save_pretrained(folder)
     lm.tokenizer.save_pretrained(folder)
     lm.feature_extractor.save_pretrained(folder)
+    lm.save_chat_template(folder)
     save_config(config, folder / "config.yaml")
     return folder
 

@@ -1,14 +1,15 @@
 """`sari-data captions`: describe clips with an audio-capable model.
 
 Two backends: an OpenAI-compatible endpoint that accepts audio in chat (`input_audio` content
-parts, base64 16-bit WAV at 16 kHz), or a local transformers Qwen2-Audio checkpoint folder.
+parts, base64 16-bit WAV at 16 kHz), or a local Qwen2-Audio / Qwen2.5-Omni checkpoint (folder or hub
+id) run on the GPU in bfloat16 when there is one (`--device`, `--dtype`, `--batch-size`).
 Two inputs: a clips file (JSONL, one clip per line) or a folder of audio files, captioned into a
 clips file that `sari-data questions` reads; or the clips and items of a workspace that have no
 caption yet (clips then feed `sari-data questions --workspace W` directly).
 Both backends go through the request cache, so a re-run never captions a clip twice.
 
     sari-data captions --clips clips.jsonl --out captioned.jsonl --workspace W --model qwen2-audio --base-url URL
-    sari-data captions --workspace W --split train --local-model models/Qwen2-Audio-7B-Instruct
+    sari-data captions --workspace W --split train --local-model models/Qwen2-Audio-7B-Instruct --batch-size 16
     sari-data captions --workspace W --recipe pipelines/sari-32k.yaml    # the workspace's uncaptioned clips and items
 """
 
@@ -118,35 +119,43 @@ def caption_problem(text: str) -> tuple[str, str] | None:
 
 
 class LocalCaptioner:
-    """A local Qwen2-Audio checkpoint folder (processor + model), greedy decoding, cached like the endpoint."""
+    """A local audio LM (a Qwen2-Audio or Qwen2.5-Omni folder, or a hub id when online) loaded through
+    `AudioLM.load` like eval and difficulty, greedy, batched, cached like the endpoint."""
 
-    def __init__(self, path: str | Path, cache: RequestCache, max_new_tokens: int = 96):
-        from transformers import AutoProcessor, Qwen2AudioForConditionalGeneration
+    def __init__(self, path: str | Path, cache: RequestCache, max_new_tokens: int = 96, device: str = "auto",
+                 dtype: str = "auto", batch_size: int = 8):
+        from sari_train.models.adapter import AudioLM
+        from sari_train.rollout import LocalEngine, SamplingSettings
 
         self.name = f"local:{Path(path).name}"
         self.cache = cache
         self.max_new_tokens = max_new_tokens
-        self.processor = AutoProcessor.from_pretrained(path)
-        self.model = Qwen2AudioForConditionalGeneration.from_pretrained(path).eval()
+        self.engine = LocalEngine(AudioLM.load(path, device=device, dtype=dtype), batch_size=batch_size)
+        self.settings = SamplingSettings(k=1, temperature=0.0, max_new_tokens=max_new_tokens)
 
-    def caption(self, samples: np.ndarray) -> tuple[str | None, str]:
-        import torch
+    def key(self, samples: np.ndarray) -> str:
+        return hashlib.sha256(f"{self.name}\x00{CAPTION_PROMPT}\x00{self.max_new_tokens}".encode()
+                              + samples.astype("<f4").tobytes()).hexdigest()
 
-        key = hashlib.sha256(f"{self.name}\x00{CAPTION_PROMPT}\x00{self.max_new_tokens}".encode()
-                             + samples.astype("<f4").tobytes()).hexdigest()
-        cached = self.cache.get(key)
-        if cached is None:
+    def captions(self, clips: list[np.ndarray]) -> list[tuple[str | None, str]]:
+        """(caption or None, failure reason) per clip; clips already in the cache are not run again."""
+        keys = [self.key(c) for c in clips]
+        todo = [i for i, k in enumerate(keys) if self.cache.get(k) is None]
+        if todo:
             turn = [{"role": "user", "content": [{"type": "audio", "audio_url": "clip"},
                                                  {"type": "text", "text": CAPTION_PROMPT}]}]
-            text = self.processor.apply_chat_template(turn, add_generation_prompt=True, tokenize=False)
-            inputs = self.processor(text=text, audio=[samples], sampling_rate=SAMPLE_RATE, return_tensors="pt")
-            with torch.no_grad():
-                out = self.model.generate(**inputs, max_new_tokens=self.max_new_tokens, do_sample=False)
-            reply = self.processor.batch_decode(out[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True)[0]
-            cached = {"content": reply.strip()}
-            self.cache.put(key, cached)
-        problem = caption_problem(cached["content"])
-        return (None, f"{problem[0]}: {problem[1]}") if problem else (cached["content"], "")
+            replies = self.engine.sample([turn] * len(todo), [clips[i] for i in todo], self.settings).texts
+            for i, reply in zip(todo, replies):
+                self.cache.put(keys[i], {"content": reply[0].strip()})
+        out = []
+        for k in keys:
+            text = self.cache.get(k)["content"]
+            problem = caption_problem(text)
+            out.append((None, f"{problem[0]}: {problem[1]}") if problem else (text, ""))
+        return out
+
+    def caption(self, samples: np.ndarray) -> tuple[str | None, str]:
+        return self.captions([samples])[0]
 
 
 async def _endpoint_caption(client: LLMClient, key: str, samples: np.ndarray) -> tuple[str, str | None, str]:
@@ -155,16 +164,20 @@ async def _endpoint_caption(client: LLMClient, key: str, samples: np.ndarray) ->
 
 
 def caption_all(jobs: dict[str, Path], ws_root: Path, config: LLMConfig, local_model: str | None,
-                progress: bool) -> tuple[dict[str, tuple[str | None, str]], str, dict | None]:
-    """Caption audio files by key; returns ({key: (caption or None, failure reason)}, caption source, usage)."""
+                progress: bool, local: dict | None = None) -> tuple[dict[str, tuple[str | None, str]], str, dict | None]:
+    """Caption audio files by key; returns ({key: (caption or None, failure reason)}, caption source, usage).
+    `local` holds LocalCaptioner's device/dtype/batch_size."""
     results: dict[str, tuple[str | None, str]] = {}
     if not jobs:
         return results, "", None
     if local_model:
         cache = RequestCache(ws_root / CACHE_FILE)
-        captioner = LocalCaptioner(local_model, cache)
-        for key, path in jobs.items():
-            results[key] = captioner.caption(load_audio(path))
+        captioner = LocalCaptioner(local_model, cache, **(local or {}))
+        keys = list(jobs)
+        step = captioner.engine.batch_size
+        for start in range(0, len(keys), step):
+            chunk = keys[start:start + step]
+            results.update(zip(chunk, captioner.captions([load_audio(jobs[k]) for k in chunk])))
         cache.close()
         return results, captioner.name, None
     client = open_client(ws_root, config)
@@ -185,7 +198,7 @@ def caption_all(jobs: dict[str, Path], ws_root: Path, config: LLMConfig, local_m
 
 def run_captions(workspace: str | Path, *, config: LLMConfig = LLMConfig(), clips: Path | None = None,
                  out: Path | None = None, split: str | None = None, local_model: str | None = None,
-                 redo: bool = False, progress: bool = True) -> dict[str, Any]:
+                 redo: bool = False, progress: bool = True, local: dict | None = None) -> dict[str, Any]:
     """Caption a clips file/folder into `out`, or (no `clips`) the workspace items without a caption."""
     config = config.resolved()
     with Workspace(workspace) as ws, recorded_run(ws, "captions", llm=config.model_dump(), local_model=local_model,
@@ -200,7 +213,7 @@ def run_captions(workspace: str | Path, *, config: LLMConfig = LLMConfig(), clip
             failures.update({loc: "missing_audio: the clip names no audio file" for loc, c in entries
                              if isinstance(c, Clip) and not c.audio})
             captions, source, usage = caption_all({k: Path(c.audio) for k, c in todo.items()}, ws.root, config,
-                                                  local_model, progress)
+                                                  local_model, progress, local)
             kept = []
             for loc, clip in entries:
                 if isinstance(clip, Clip) and loc in captions:
@@ -216,7 +229,7 @@ def run_captions(workspace: str | Path, *, config: LLMConfig = LLMConfig(), clip
             stored = [c for c in ws.records(StoredClip) if split in (None, c.split) and (redo or not c.caption)]
             by_id = {r.id: r for r in [*items, *stored]}
             captions, source, usage = caption_all({k: ws.root / r.audio.path for k, r in by_id.items()}, ws.root,
-                                                  config, local_model, progress)
+                                                  config, local_model, progress, local)
             updated = [by_id[k].model_copy(update={"caption": text, "caption_source": source})
                        for k, (text, _) in captions.items() if text is not None]
             failures.update({k: reason for k, (text, reason) in captions.items() if text is None})

@@ -75,7 +75,8 @@ def cmd_captions(args: argparse.Namespace) -> None:
     results = run_captions(args.workspace, config=llm_config(args), clips=Path(args.clips) if args.clips else None,
                            out=Path(args.out) if args.out else None, split=stage_settings(args, "captions").split,
                            local_model=args.local_model,
-                           redo=args.redo, progress=not args.quiet)
+                           redo=args.redo, progress=not args.quiet,
+                           local=dict(device=args.device, dtype=args.dtype, batch_size=args.batch_size))
     rows = sorted((reason.split(":")[0], where) for where, reason in results["failures"].items())[:20]
     _print_summary(results, rows, ("failure", "clip or item"))
     print(f"captions: {results['captioned']} captioned by {results['caption_source'] or '-'}, {results['failed']} failed"
@@ -113,7 +114,13 @@ def add_llm_commands(commands: Any) -> None:
     cap.add_argument("--clips", help="clips JSONL or a folder of audio files (default: the workspace's uncaptioned items)")
     cap.add_argument("--out", help="captioned clips JSONL to write (with --clips)")
     cap.add_argument("--split", help="with workspace items: only this split")
-    cap.add_argument("--local-model", help="a local Qwen2-Audio checkpoint folder instead of an endpoint")
+    cap.add_argument("--local-model", help="a Qwen2-Audio or Qwen2.5-Omni checkpoint (folder, or hub id when online) "
+                                           "instead of an endpoint")
+    cap.add_argument("--device", default="auto", help="--local-model: auto (cuda:<LOCAL_RANK> if a GPU is there, "
+                                                      "else cpu), cpu, cuda, cuda:1")
+    cap.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
+                     help="--local-model: auto (bfloat16 on a GPU, float32 on a CPU)")
+    cap.add_argument("--batch-size", type=int, default=8, help="--local-model: clips per generate call (default 8)")
     cap.add_argument("--redo", action="store_true", help="caption again what already has a caption")
     cap.set_defaults(run=cmd_captions)
 

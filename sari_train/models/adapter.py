@@ -3,12 +3,19 @@
 Everything audio-specific lives here: turning (chat messages, waveform) into model inputs, and
 running the audio encoder once to get prompt embeddings that many completions can reuse.
 Qwen2-Audio and the Qwen2.5-Omni thinker differ only in which class loads them; the input
-preparation is ours for both (whisper log-mels in a fixed window, each `<|AUDIO|>` expanded to
-one token per encoder output frame), since the Omni processor needs torchvision.
+preparation is ours for both (whisper log-mels in the repo's window, each `<|AUDIO|>` expanded to
+one token per encoder output frame), since the Omni processor needs torchvision. Prompts are
+rendered with the repo's *processor* chat template (the tokenizer's is the plain ChatML one, which
+cannot take an audio part), so the ids we feed equal what the repo's `AutoProcessor` produces.
+
+A full Qwen2.5-Omni checkpoint (thinker + talker + token2wav, e.g. `Qwen/Qwen2.5-Omni-7B`) loads
+its thinker only: the talker and token2wav weights are skipped on purpose, and a thinker weight
+that is missing or left unused is an error, never a silently re-initialised layer.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +27,29 @@ from transformers import AutoConfig, AutoTokenizer, PreTrainedModel, WhisperFeat
 
 ModelKind = Literal["qwen2_audio", "qwen2_5_omni_thinker"]
 AUDIO_TOKEN = "<|AUDIO|>"
+# The processor template Qwen/Qwen2.5-Omni-7B ships in chat_template.json (transformers has no
+# default for Qwen2_5OmniProcessor, so a folder without one falls back to this).
+OMNI_CHAT_TEMPLATE = (
+    "{% set audio_count = namespace(value=0) %}{% set image_count = namespace(value=0) %}"
+    "{% set video_count = namespace(value=0) %}{% for message in messages %}"
+    "{% if loop.first and message['role'] != 'system' %}<|im_start|>system\nYou are a helpful assistant."
+    "<|im_end|>\n{% endif %}<|im_start|>{{ message['role'] }}\n{% if message['content'] is string %}"
+    "{{ message['content'] }}<|im_end|>\n{% else %}{% for content in message['content'] %}"
+    "{% if content['type'] == 'image' or 'image' in content or 'image_url' in content %}"
+    "{% set image_count.value = image_count.value + 1 %}{% if add_vision_id %}Picture "
+    "{{ image_count.value }}: {% endif %}<|vision_bos|><|IMAGE|><|vision_eos|>"
+    "{% elif content['type'] == 'audio' or 'audio' in content or 'audio_url' in content %}"
+    "{% set audio_count.value = audio_count.value + 1 %}{% if add_audio_id %}Audio {{ audio_count.value }}: "
+    "{% endif %}<|audio_bos|><|AUDIO|><|audio_eos|>{% elif content['type'] == 'video' or 'video' in content %}"
+    "{% set video_count.value = video_count.value + 1 %}{% if add_vision_id %}Video {{ video_count.value }}: "
+    "{% endif %}<|vision_bos|><|VIDEO|><|vision_eos|>{% elif 'text' in content %}{{ content['text'] }}"
+    "{% endif %}{% endfor %}<|im_end|>\n{% endif %}{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+class CheckpointError(ValueError):
+    """A checkpoint's weights do not match the model built from its config."""
 
 
 class AudioInputError(ValueError):
@@ -63,9 +93,10 @@ class AudioLM:
     """A loaded audio language model with its tokenizer and feature extractor."""
 
     def __init__(self, model: PreTrainedModel, tokenizer: Any, feature_extractor: WhisperFeatureExtractor,
-                 kind: ModelKind, name: str = "model"):
+                 kind: ModelKind, name: str = "model", chat_template: str | None = None):
         self.model, self.tokenizer, self.feature_extractor, self.kind, self.name = (
             model, tokenizer, feature_extractor, kind, name)
+        self.chat_template = chat_template or default_chat_template(kind)
         self.audio_token_id = tokenizer.convert_tokens_to_ids(AUDIO_TOKEN)
         self.stop_token_ids = [tokenizer.convert_tokens_to_ids(t) for t in ("<|im_end|>", "<|endoftext|>")]
 
@@ -73,22 +104,28 @@ class AudioLM:
 
     @classmethod
     def load(cls, path: str | Path, *, dtype: str = "float32", device: str = "cpu") -> AudioLM:
-        """Load from a local folder (or a hub id when online); the kind is read from the config."""
+        """Load from a local folder or a hub id; the kind is read from the config. `dtype`/`device`
+        may be `auto` (see sari_train/device.py)."""
         from transformers import Qwen2AudioForConditionalGeneration
-        from transformers.models.qwen2_5_omni import Qwen2_5OmniThinkerForConditionalGeneration
 
+        from sari_train.device import pick
+
+        device, dtype = pick(device, dtype)
         config = AutoConfig.from_pretrained(path)
-        kinds = {"qwen2_audio": (Qwen2AudioForConditionalGeneration, "qwen2_audio"),
-                 "qwen2_5_omni_thinker": (Qwen2_5OmniThinkerForConditionalGeneration, "qwen2_5_omni_thinker"),
-                 "qwen2_5_omni": (Qwen2_5OmniThinkerForConditionalGeneration, "qwen2_5_omni_thinker")}
+        kinds = {"qwen2_audio": "qwen2_audio", "qwen2_5_omni_thinker": "qwen2_5_omni_thinker",
+                 "qwen2_5_omni": "qwen2_5_omni_thinker"}
         if config.model_type not in kinds:
             raise ValueError(f"{path}: model type {config.model_type!r} is not an audio LM we support "
                              f"({', '.join(kinds)})")
-        model_class, kind = kinds[config.model_type]
-        model = model_class.from_pretrained(path, dtype=getattr(torch, dtype)).to(device).eval()
+        kind = kinds[config.model_type]
+        if config.model_type == "qwen2_audio":
+            model = Qwen2AudioForConditionalGeneration.from_pretrained(path, dtype=getattr(torch, dtype))
+        else:
+            model = load_thinker(path, config, getattr(torch, dtype))
+        model = model.to(device).eval()
         tokenizer = AutoTokenizer.from_pretrained(path, padding_side="left")
         extractor = WhisperFeatureExtractor.from_pretrained(path)
-        return cls(model, tokenizer, extractor, kind, name=str(path))
+        return cls(model, tokenizer, extractor, kind, name=str(path), chat_template=processor_chat_template(path, kind))
 
     @property
     def device(self) -> torch.device:
@@ -98,10 +135,17 @@ class AudioLM:
     def window_seconds(self) -> float:
         return self.feature_extractor.n_samples / self.feature_extractor.sampling_rate
 
+    def save_chat_template(self, folder: str | Path) -> None:
+        """Keep the processor template with a saved checkpoint, as `processor.save_pretrained` does
+        (chat_template.jinja; it replaces the tokenizer's plain one a tokenizer save writes there)."""
+        (Path(folder) / "chat_template.jinja").write_text(self.chat_template)
+
     # --- inputs ----------------------------------------------------------------------------------
 
     def prompt_text(self, messages: list[dict[str, Any]]) -> str:
-        return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        """The prompt as the repo's processor renders it (`processor.apply_chat_template`)."""
+        return self.tokenizer.apply_chat_template(messages, chat_template=self.chat_template, tokenize=False,
+                                                  add_generation_prompt=True)
 
     def encode_prompts(self, messages: Sequence[list[dict[str, Any]]], waveforms: Sequence[np.ndarray],
                        max_prompt_tokens: int | None = None) -> PromptBatch:
@@ -215,3 +259,70 @@ class AudioLM:
     def needs_feature_mask(self) -> bool:
         # The Omni thinker's 3-D rotary positions are computed from the ids and the audio lengths.
         return self.kind == "qwen2_5_omni_thinker"
+
+
+# --- loading helpers -------------------------------------------------------------------------------
+
+def default_chat_template(kind: ModelKind) -> str:
+    """transformers' default for the kind's processor class (Qwen2AudioProcessor's built-in
+    template); Qwen2_5OmniProcessor has none, so the Omni repo's own template."""
+    if kind == "qwen2_audio":
+        from transformers import Qwen2AudioProcessor
+
+        return Qwen2AudioProcessor.default_chat_template.fget(None)
+    return OMNI_CHAT_TEMPLATE
+
+
+def renders_audio(template: str) -> bool:
+    """Whether a chat template turns an audio part into the `<|AUDIO|>` placeholder (a plain ChatML
+    template raises on list content, or drops the part)."""
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    probe = [{"role": "user", "content": [{"type": "audio", "audio": "a"}, {"type": "text", "text": "q"}]}]
+    try:
+        text = ImmutableSandboxedEnvironment().from_string(template).render(messages=probe, add_generation_prompt=True)
+    except Exception:  # any template error means: not an audio template
+        return False
+    return text.count(AUDIO_TOKEN) == 1
+
+
+def processor_chat_template(path: str | Path, kind: ModelKind) -> str:
+    """The chat template the repo's processor uses: chat_template.jinja, chat_template.json or
+    processor_config.json, as `AutoProcessor` looks for them; else the processor class's default.
+    Never a plain text template (the tokenizer's in the hub repos; a tokenizer save in transformers
+    5 writes it to chat_template.jinja too)."""
+    from transformers.utils import cached_file
+
+    for name in ("chat_template.jinja", "chat_template.json", "processor_config.json"):
+        found = cached_file(str(path), name, _raise_exceptions_for_missing_entries=False,
+                            _raise_exceptions_for_connection_errors=False)
+        if found is None:
+            continue
+        text = Path(found).read_text()
+        template = text if name.endswith(".jinja") else json.loads(text).get("chat_template")
+        if template and renders_audio(template):
+            return template
+    return default_chat_template(kind)
+
+
+IGNORED_OMNI_PARTS = ("talker.", "token2wav.")  # speech output: not used for text answers
+
+
+def load_thinker(path: str | Path, config: Any, dtype: torch.dtype) -> PreTrainedModel:
+    """The Omni thinker, from a thinker-only folder or from a full checkpoint (weights under
+    `thinker.`). Talker and token2wav weights are skipped deliberately; any thinker weight that is
+    missing, unused or of the wrong shape raises CheckpointError."""
+    from transformers.models.qwen2_5_omni import Qwen2_5OmniThinkerForConditionalGeneration
+
+    thinker_config = getattr(config, "thinker_config", config)
+    model, info = Qwen2_5OmniThinkerForConditionalGeneration.from_pretrained(
+        path, config=thinker_config, dtype=dtype, output_loading_info=True)
+    unused = [k for k in info.get("unexpected_keys", []) if not k.startswith(IGNORED_OMNI_PARTS)]
+    problems = {"missing": sorted(info.get("missing_keys", [])), "unused": sorted(unused),
+                "wrong shape": sorted(str(k) for k in info.get("mismatched_keys", []))}
+    problems = {what: keys for what, keys in problems.items() if keys}
+    if problems:
+        detail = "; ".join(f"{len(keys)} {what} (e.g. {keys[0]})" for what, keys in problems.items())
+        raise CheckpointError(f"{path}: the thinker weights do not match its config: {detail}; the checkpoint "
+                              f"is incomplete or of another model")
+    return model

@@ -54,3 +54,22 @@ def test_two_processes_match_one_with_doubled_accumulation(tiny_model_dir, train
                 continue
             assert b[key] == pytest.approx(a[key], rel=1e-3, abs=1e-5), (a["step"], key)
     assert one[3]["kl"] > 0 and one[1]["reward_std"] > 0  # a real learning signal moved the weights
+
+
+@pytest.mark.slow
+def test_eval_sharded_over_two_processes_equals_one(tiny_model_dir, tmp_path):
+    """torchrun with 2 gloo processes: each answers every other item, rank 0 gathers and writes the
+    same predictions and table as a single process."""
+    from corpus.testing import dummy_benchmark
+
+    bench = dummy_benchmark(tmp_path, n=5)
+    common = ["-m", "sari_train.cli", "eval", "--model", f"m={tiny_model_dir}", "--benchmark", str(bench),
+              "--audio-root", str(tmp_path), "--max-new-tokens", "4", "--batch-size", "2", "--device", "cpu"]
+    run(["-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()), *common,
+         "--out", str(tmp_path / "two")], tmp_path)
+    run([*common, "--out", str(tmp_path / "one")], tmp_path)
+    for name in ("mmau_predictions.json", "mmar_predictions.json"):
+        one, two = ((tmp_path / out / "m" / name).read_text() for out in ("one", "two"))
+        assert one == two and len(json.loads(one)) == 5
+    report = {out: json.loads((tmp_path / out / "report.json").read_text()) for out in ("one", "two")}
+    assert report["one"]["accuracy"] == report["two"]["accuracy"]
