@@ -34,6 +34,11 @@ HARMLESS_QUERY = {"api-version", "version"}
 REDACTED = "[redacted]"
 
 
+class RunFailed(Exception):
+    """A command ran but its outcome is unusable (a source yielded nothing, an endpoint failed most
+    requests); what it finished is stored and the run is recorded as failed. The CLIs exit 1."""
+
+
 def redact_url(url: str) -> str:
     """The URL with its user info and query values (but an API version) replaced."""
     try:

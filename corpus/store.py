@@ -162,8 +162,12 @@ class Workspace:
             if read_only:
                 raise WorkspaceError(f"cannot create a workspace read-only at {self.root}")
         if not read_only:
-            for sub in ("audio", "exports", "runs"):
-                (self.root / sub).mkdir(parents=True, exist_ok=True)
+            try:
+                for sub in ("audio", "exports", "runs"):
+                    (self.root / sub).mkdir(parents=True, exist_ok=True)
+            except OSError as err:
+                raise WorkspaceError(f"cannot create the workspace folder {self.root} ({err.strerror}: "
+                                     f"{err.filename}); pass a folder path you can write to") from None
         self.con = connect(self.root / DB_NAME, read_only)
         try:
             self._check_schema(read_only)

@@ -17,6 +17,7 @@ import json
 import sys
 from pathlib import Path
 
+from corpus.provenance import RunFailed
 from corpus.store import WorkspaceError
 from sari_train.config import ConfigError, add_config_flags, load_config
 from sari_train.evaluate import EvalConfig
@@ -27,6 +28,8 @@ def cmd_tiny_model(args: argparse.Namespace) -> None:
     from sari_train.models.tiny import build_tiny_omni_thinker, build_tiny_qwen2_audio
 
     builder = {"qwen2_audio": build_tiny_qwen2_audio, "qwen2_5_omni_thinker": build_tiny_omni_thinker}[args.kind]
+    if Path(args.out).exists() and not Path(args.out).is_dir():
+        raise ConfigError(f"{args.out} is an existing file; pass a folder for the model (it is created)")
     path = builder(Path(args.out), window_seconds=args.window_seconds, hidden_size=args.hidden_size,
                    layers=args.layers, seed=args.seed)
     print(f"tiny random-weight {args.kind} written to {path}")
@@ -131,6 +134,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, WorkspaceError) as err:
         print(f"sari-train {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except RunFailed as err:
+        print(f"sari-train {args.command}: error: {err}", file=sys.stderr)
+        return 1
     return 0
 
 
