@@ -29,7 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from corpus.provenance import recorded_run
 from corpus.records import Task
 from corpus.store import Workspace
-from sari_data.llm.client import LLMClient
+from sari_data.llm.client import LLMClient, check_transport
 from sari_data.llm.config import LLMConfig
 from sari_data.llm.runner import CACHE_FILE, open_client, run_all
 from sari_data.llm.cache import RequestCache
@@ -142,7 +142,8 @@ class LocalCaptioner:
                 out = self.model.generate(**inputs, max_new_tokens=self.max_new_tokens, do_sample=False)
             reply = self.processor.batch_decode(out[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True)[0]
             cached = {"content": reply.strip()}
-            self.cache.put(key, cached)
+            if caption_problem(cached["content"]) is None:  # a failed caption is tried again next run
+                self.cache.put(key, cached)
         problem = caption_problem(cached["content"])
         return (None, f"{problem[0]}: {problem[1]}") if problem else (cached["content"], "")
 
@@ -197,8 +198,8 @@ def run_captions(workspace: str | Path, *, config: LLMConfig = LLMConfig(), clip
             todo = {loc: c for loc, c in entries if isinstance(c, Clip) and c.audio and (redo or not c.caption)}
             failures.update({loc: "missing_audio: the clip names no audio file" for loc, c in entries
                              if isinstance(c, Clip) and not c.audio})
-            captions, source, usage = caption_all({k: Path(c.audio) for k, c in todo.items()}, ws.root, config,
-                                                  local_model, progress)
+            captions, source, usage = caption_all({k: Path(c.audio) for k, c in todo.items()}, ws.root,
+                                                          config, local_model, progress)
             kept = []
             for loc, clip in entries:
                 if isinstance(clip, Clip) and loc in captions:
@@ -212,8 +213,8 @@ def run_captions(workspace: str | Path, *, config: LLMConfig = LLMConfig(), clip
         else:
             items = [it for it in ws.items(split) if it.audio is not None and (redo or not it.caption)]
             by_id = {it.id: it for it in items}
-            captions, source, usage = caption_all({it.id: ws.root / it.audio.path for it in items}, ws.root,
-                                                  config, local_model, progress)
+            captions, source, usage = caption_all({it.id: ws.root / it.audio.path for it in items},
+                                                          ws.root, config, local_model, progress)
             updated = [by_id[k].model_copy(update={"caption": text, "caption_source": source})
                        for k, (text, _) in captions.items() if text is not None]
             failures.update({k: reason for k, (text, reason) in captions.items() if text is None})
@@ -221,4 +222,6 @@ def run_captions(workspace: str | Path, *, config: LLMConfig = LLMConfig(), clip
                 ws.upsert(sorted(updated, key=lambda it: it.id))
         results.update(captioned=sum(1 for text, _ in captions.values() if text), failed=len(failures),
                        failures=failures, caption_source=source, llm_usage=usage, out=str(out) if out else None)
+        if usage:
+            check_transport(usage)
         return dict(results)
