@@ -107,6 +107,9 @@ def connect(path: Path, read_only: bool) -> duckdb.DuckDBPyConnection:
     try:
         return duckdb.connect(str(path), read_only=read_only)
     except duckdb.IOException as err:
+        if "not a valid DuckDB database" in str(err):
+            raise WorkspaceError(f"{path} is not a DuckDB workspace database; point at a workspace folder, or move "
+                                 f"the file away and build again") from None
         if "lock" in str(err).lower():
             raise WorkspaceError(f"workspace {path.parent} is in use by another process (a build, a stage, or "
                                  f"`sari-data view`); wait for it to finish or stop it, then run again") from None
