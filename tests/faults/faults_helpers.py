@@ -3,6 +3,7 @@ nothing listens on, a small workspace with audio."""
 
 from __future__ import annotations
 
+import re
 import socket
 from pathlib import Path
 
@@ -25,7 +26,8 @@ def run_cli(main, argv: list[str], capsys) -> tuple[int, str, str]:
 def one_line_error(err: str, prog: str) -> str:
     """The error line of a CLI's stderr (argparse may print its usage above it); no traceback."""
     assert "Traceback" not in err, err
-    lines = [line for line in err.strip().splitlines() if line.strip()]
+    lines = [line.strip() for line in err.replace("\r", "\n").splitlines()
+             if line.strip() and not re.search(r"\d+%\|", line)]  # progress bars share stderr
     assert lines and lines[-1].startswith(prog) and ": error: " in lines[-1], err
     assert len(lines) == 1 or lines[0].startswith("usage:"), err
     return lines[-1]
