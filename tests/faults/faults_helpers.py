@@ -42,9 +42,9 @@ def closed_port_url() -> str:
 
 
 def audio_workspace(root: Path, n: int = 4, split: str = "test") -> Path:
-    """`n` items with 1-s tones, captions and a split, in a new workspace."""
+    """`n` items with 1-s tones (300, 400, ... Hz) and no caption, in a new workspace."""
     with Workspace(root, create=True) as ws:
-        items = [dummy_item(i, audio=save_clip(ws.audio_dir, dummy_clip(1.0, 300.0 + 100 * i), 16000), split=split,
-                            caption=f"A tone at {300 + 100 * i} Hz.") for i in range(n)]
+        items = [dummy_item(i, audio=save_clip(ws.audio_dir, dummy_clip(1.0, 300.0 + 100 * i), 16000), split=split)
+                 for i in range(n)]
         ws.upsert(items)
     return root
