@@ -171,7 +171,3 @@ def test_quote_in_the_workspace_path(tmp_path):
         path = ws.export_parquet("SELECT 1 AS x", "curriculum")
     assert path.exists() and path.parent.parent.name == "it's here"
 
-
-def test_build_into_a_path_with_a_quote_end_to_end(tmp_path, capsys):
-    code, out, err = run_cli(sari_data, build_args(tmp_path / "it's ws"), capsys)
-    assert code == 0 and "4 items written" in out, err

@@ -15,7 +15,7 @@ import pytest
 from faults_helpers import one_line_error, run_cli
 
 from corpus.scoring import normalise
-from corpus.store import SCHEMA_VERSION, Workspace, WorkspaceError
+from corpus.store import Workspace, WorkspaceError
 from corpus.testing import dummy_item, scene_clip
 from sari_data.build import build
 from sari_data.cli import main as sari_data
@@ -148,6 +148,8 @@ def test_a_killed_run_is_marked_and_its_temp_clip_removed(tmp_path):
 
 
 def test_a_workspace_from_before_schema_versions_is_migrated(tmp_path):
+    from corpus.store import SCHEMA_VERSION
+
     with Workspace(tmp_path, create=True) as ws:
         ws.upsert([dummy_item(0)])
     con = duckdb.connect(str(tmp_path / "corpus.duckdb"))

@@ -20,7 +20,7 @@ from sari_data.llm.config import LLMConfig
 from sari_data.quality import normalise_text
 from sari_data.view.api import redact
 from sari_train.config import ConfigError
-from sari_train.training import load_plain, rng_state, set_rng_state
+from sari_train import training
 
 ROOT = Path(__file__).parents[2]
 
@@ -40,16 +40,16 @@ def test_a_crafted_checkpoint_is_refused_and_runs_nothing(tmp_path):
     for name in ("trainer_state.pt", "rng-0.pt"):
         torch.save({"step": 3, "sampler": Payload(marker)}, tmp_path / name)
         with pytest.raises(ConfigError, match="holds objects other than tensors and plain data"):
-            load_plain(tmp_path / name)
+            training.load_plain(tmp_path / name)
     assert not marker.exists()
 
 
 def test_rng_states_round_trip_through_weights_only_loading(tmp_path):
     random.seed(1), np.random.seed(2), torch.manual_seed(3)
-    torch.save(rng_state(), tmp_path / "rng-0.pt")
+    torch.save(training.rng_state(), tmp_path / "rng-0.pt")
     expected = (random.random(), np.random.rand(), torch.rand(1).item())
     random.seed(9), np.random.seed(9), torch.manual_seed(9)
-    set_rng_state(load_plain(tmp_path / "rng-0.pt"))
+    training.set_rng_state(training.load_plain(tmp_path / "rng-0.pt"))
     assert (random.random(), np.random.rand(), torch.rand(1).item()) == expected
 
 
