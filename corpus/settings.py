@@ -41,11 +41,11 @@ def parse_yaml(text: str, where: str, error: Error) -> Any:
         return yaml.safe_load(text)
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
-        at = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        at = f", line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(err, "problem", None) or "parse error"
         if isinstance(err, yaml.constructor.ConstructorError):
             problem = f"{problem}; tags such as !!python/... are refused: settings are plain data"
-        raise error(f"{where}:{at} not valid YAML ({problem})") from None
+        raise error(f"{where}{at}: not valid YAML ({problem})") from None
 
 
 def apply_override(data: dict[str, Any], override: str, error: Error) -> None:

@@ -240,6 +240,6 @@ def describe_validation_error(err: ValidationError) -> str:
     for e in err.errors():
         where = ".".join(str(p) for p in e["loc"]) or "(top level)"
         message = "unknown key (check the spelling; see the recipe reference in the README)" \
-            if e["type"] == "extra_forbidden" else e["msg"]
+            if e["type"] == "extra_forbidden" else e["msg"].removeprefix("Value error, ")
         parts.append(f"{where}: {message}")
     return "; ".join(parts)

@@ -119,7 +119,7 @@ def add_llm_commands(commands: Any) -> None:
     cot.add_argument("--seed", type=int, default=0, help="seed of the sample")
     cot.add_argument("--writer", choices=["auto", "llm", "template"], default="auto",
                      help="auto: the LLM when an endpoint is configured, else the template writer for synthetic items")
-    cot.add_argument("--redo", action="store_true", help="rewrite items that already have both chains")
+    cot.add_argument("--redo", action="store_true", help="rewrite items that already have both chains (cached replies are reused; failures never are)")
     cot.set_defaults(run=cmd_cot)
 
     blind = commands.add_parser("blind", help="text-only pass rate: answer each question without the audio")

@@ -1,9 +1,11 @@
 """`sari-data cot`: structured and free-form chains of thought for a chosen subset of items.
 
 The writer sees the caption, the question, the options and the gold answer. A chain is kept only
-if it concludes on the gold option and (structured style) has the four sections planning,
-caption, reasoning, summary in order; otherwise it is re-asked with the reason, then stored with
-valid=False and that reason. Synthetic items can be written by the deterministic template writer
+if it reasons before concluding (free style: two sentences at least; structured style: the four
+sections planning, caption, reasoning, summary in order, none empty) and its ending names the gold
+option and no other option; otherwise it is re-asked with the reason, then stored with valid=False
+and that reason. Chains the server never answered (down, restarting) are not stored: the next run
+asks again. Synthetic items can be written by the deterministic template writer
 (templates.py), which is what runs when no endpoint is configured.
 
     sari-data cot --workspace workspaces/demo --split train --n 2000
