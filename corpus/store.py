@@ -186,7 +186,7 @@ class Workspace:
         version = self._schema_version()
         if version is not None and version > SCHEMA_VERSION:
             raise WorkspaceError(f"workspace {self.root} has schema version {version}, newer than this toolkit's "
-                                 f"({SCHEMA_VERSION}); upgrade the toolkit (pip install -U sari-toolkit) to open it")
+                                 f"({SCHEMA_VERSION}); upgrade the toolkit to open it, or open a copy built by this version")
         missing = self._missing_columns()
         if version == SCHEMA_VERSION and not missing:
             return

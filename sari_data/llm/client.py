@@ -104,11 +104,10 @@ class Usage:
     def report(self, config: LLMConfig) -> dict[str, Any]:
         cost = (self.prompt_tokens * config.price_input_per_mtok
                 + self.completion_tokens * config.price_output_per_mtok) / 1e6
-        return {"model": config.model, "base_url": redact_url(config.base_url or ""), "asks": self.asks, "requests_sent": self.sent,
-                "cache_hits": self.cache_hits, "retries": self.retries, "reasks": self.reasks,
+        return {"model": config.model, "base_url": redact_url(config.base_url or ""), "asks": self.asks,
+                "requests_sent": self.sent, "cache_hits": self.cache_hits, "retries": self.retries, "reasks": self.reasks,
                 "prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
                 "cost_usd": round(cost, 6), "failures": dict(self.failures)}
-
 
 
 class LLMClient:
