@@ -53,10 +53,13 @@ def test_rng_states_round_trip_through_weights_only_loading(tmp_path):
     assert (random.random(), np.random.rand(), torch.rand(1).item()) == expected
 
 
+UNSAFE = "weights_only=" + "False"  # spelled in two parts, so this file does not match itself
+
+
 def test_no_unsafe_torch_load_anywhere():
-    found = [f"{path}:{n}" for folder in ("corpus", "sari_data", "sari_train", "bench", "scripts", "pipelines")
+    found = [f"{path}:{n}" for folder in ("corpus", "sari_data", "sari_train", "bench", "scripts", "pipelines", "tests")
              for path in (ROOT / folder).rglob("*.py") for n, line in enumerate(path.read_text().splitlines(), 1)
-             if "weights_only=False" in line]
+             if UNSAFE in line]
     assert found == []
 
 
