@@ -53,6 +53,11 @@ class AudioRef(Record):
     channels: int = Field(default=1, ge=1)
 
 
+# Longest texts an item may hold (characters): a 100,000-character question builds fine and then
+# exhausts memory in training or eval, so longer ones are quarantined as `text_too_long` at build.
+MAX_CHARS = {"question": 2000, "choice": 500, "caption": 5000}
+
+
 class Item(Record):
     """One multiple-choice audio question. The gold answer is the option *text*."""
 
@@ -82,6 +87,11 @@ class Item(Record):
 
     @model_validator(mode="after")
     def _choices_hold_the_answer(self) -> Item:
+        lengths = {"question": len(self.question), "choice": max(map(len, self.choices), default=0),
+                   "caption": len(self.caption or "")}
+        over = [f"{name} has {n} characters (max {MAX_CHARS[name]})" for name, n in lengths.items() if n > MAX_CHARS[name]]
+        if over:
+            raise ValueError(f"text_too_long: {'; '.join(over)}")
         if len(self.choices) < 2:
             raise ValueError(f"too_few_choices: needs at least 2 choices, got {len(self.choices)}")
         if any(not c.strip() for c in self.choices):

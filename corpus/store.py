@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -22,6 +23,9 @@ from pydantic import BaseModel
 from corpus.records import AudioRef, ChainOfThought, Clip, Contamination, Difficulty, Item, Quarantine, Rollout
 
 DB_NAME = "corpus.duckdb"
+# Bump when TABLES changes; opening an older workspace for writing migrates it (missing columns are
+# added), a newer one is refused. Version 0: workspaces written before versions were recorded.
+SCHEMA_VERSION = 1
 
 # table -> (record class, primary key, DDL columns). Nested `audio` is flattened to audio_* columns
 # and free-form dicts are JSON text, so the tables read well in plain SQL.
@@ -95,11 +99,63 @@ class WorkspaceError(Exception):
     """A workspace problem the user can act on (the message says what to do)."""
 
 
+LIVE_RUNS: set[str] = set()  # runs this process has started and not finished
+
+
+def connect(path: Path, read_only: bool) -> duckdb.DuckDBPyConnection:
+    """The workspace's database, with a lock held by another process or a foreign file as one-line errors."""
+    try:
+        return duckdb.connect(str(path), read_only=read_only)
+    except duckdb.IOException as err:
+        if "not a valid DuckDB database" in str(err):
+            raise WorkspaceError(f"{path} is not a DuckDB workspace database; point at a workspace folder, or move "
+                                 f"the file away and build again") from None
+        if "lock" in str(err).lower():
+            raise WorkspaceError(f"workspace {path.parent} is in use by another process (a build, a stage, or "
+                                 f"`sari-data view`); wait for it to finish or stop it, then run again") from None
+        raise WorkspaceError(f"cannot open {path}: {str(err).splitlines()[0]}") from None
+    except duckdb.Error as err:
+        raise WorkspaceError(f"{path} is not a DuckDB workspace database ({str(err).splitlines()[0]}); "
+                             f"point at a workspace folder, or move the file away and build again") from None
+
+
+def declared_columns(ddl: str) -> list[tuple[str, str]]:
+    """(name, type) of each column in a TABLES column list."""
+    return [tuple(part.split(None, 1)) for part in (p.strip() for p in ddl.split(",")) if part]
+
+
+TEMP_FILE = re.compile(r"^\..*\.(\d+)\.tmp\.(wav|npy)$|\.parquet\.tmp(\d+)$")
+
+
+def remove_stale_temp_files(root: Path) -> int:
+    """Delete half-written clips, fingerprints and exports whose writing process is gone (killed)."""
+    removed = 0
+    for pattern in ("audio/*/.*.tmp.wav", "fingerprints/*/.*.tmp.npy", "exports/*.parquet.tmp*"):
+        for path in root.glob(pattern):
+            found = TEMP_FILE.search(path.name)
+            if found and not _alive(int(found.group(1) or found.group(3))):
+                path.unlink(missing_ok=True)
+                removed += 1
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 class Workspace:
     """A corpus folder: `corpus.duckdb`, `audio/` (content-addressed clips), `exports/`, `runs/`."""
 
     def __init__(self, root: str | Path, *, create: bool = False, read_only: bool = False):
         self.root = Path(root)
+        if self.root.exists() and not self.root.is_dir():
+            raise WorkspaceError(f"workspace {self.root} is a file, not a folder; pass a folder path")
         if not (self.root / DB_NAME).exists():
             if not create:
                 raise WorkspaceError(
@@ -109,12 +165,64 @@ class Workspace:
             if read_only:
                 raise WorkspaceError(f"cannot create a workspace read-only at {self.root}")
         if not read_only:
-            for sub in ("audio", "exports", "runs"):
-                (self.root / sub).mkdir(parents=True, exist_ok=True)
-        self.con = duckdb.connect(str(self.root / DB_NAME), read_only=read_only)
-        if not read_only:
+            try:
+                for sub in ("audio", "exports", "runs"):
+                    (self.root / sub).mkdir(parents=True, exist_ok=True)
+            except OSError as err:
+                raise WorkspaceError(f"cannot create the workspace folder {self.root} ({err.strerror}: "
+                                     f"{err.filename}); pass a folder path you can write to") from None
+        self.con = connect(self.root / DB_NAME, read_only)
+        try:
+            self._check_schema(read_only)
+            if not read_only:
+                self._mark_interrupted_runs()
+                remove_stale_temp_files(self.root)
+        except BaseException:
+            self.con.close()
+            raise
+
+    def _check_schema(self, read_only: bool) -> None:
+        """Create the tables of a new workspace, migrate an older one, refuse a newer one."""
+        version = self._schema_version()
+        if version is not None and version > SCHEMA_VERSION:
+            raise WorkspaceError(f"workspace {self.root} has schema version {version}, newer than this toolkit's "
+                                 f"({SCHEMA_VERSION}); upgrade the toolkit to open it, or open a copy built by this version")
+        missing = self._missing_columns()
+        if version == SCHEMA_VERSION and not missing:
+            return
+        if read_only:
+            if missing and version is not None:
+                raise WorkspaceError(f"workspace {self.root} has schema version {version} (this toolkit: "
+                                     f"{SCHEMA_VERSION}); migrate it once with: sari-data migrate {self.root}")
+            return
+        with self.transaction():
             for name, (_, key, columns) in TABLES.items():
                 self._write(f"CREATE TABLE IF NOT EXISTS {name} ({columns}, PRIMARY KEY ({', '.join(key)}))")
+            for table, column, kind in self._missing_columns():
+                self._write(f'ALTER TABLE {table} ADD COLUMN "{column}" {kind}')
+            self._write("CREATE TABLE IF NOT EXISTS workspace_info (key VARCHAR PRIMARY KEY, value VARCHAR)")
+            self._write("INSERT OR REPLACE INTO workspace_info VALUES ('schema_version', ?)", [str(SCHEMA_VERSION)])
+
+    def _schema_version(self) -> int | None:
+        """The recorded version; 0 for a workspace from before versions; None for an empty database."""
+        tables = {row[0] for row in self.con.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
+        if "workspace_info" in tables:
+            found = self.con.execute("SELECT value FROM workspace_info WHERE key = 'schema_version'").fetchall()
+            return int(found[0][0]) if found else 0
+        return 0 if tables & set(TABLES) else None
+
+    def _missing_columns(self) -> list[tuple[str, str, str]]:
+        """(table, column, type) of the columns TABLES declares that existing tables lack."""
+        have: dict[str, set[str]] = {}
+        for table, column in self.con.execute("SELECT table_name, column_name FROM duckdb_columns()").fetchall():
+            have.setdefault(table, set()).add(column)
+        return [(table, column, kind) for table, (_, _, columns) in TABLES.items() if table in have
+                for column, kind in declared_columns(columns) if column not in have[table]]
+
+    def _mark_interrupted_runs(self) -> None:
+        """Runs still `running` belong to a process that died (DuckDB admits one writer at a time)."""
+        self._write("UPDATE runs SET status = 'interrupted' WHERE status = 'running' "
+                    "AND NOT list_contains(?::VARCHAR[], run_id)", [sorted(LIVE_RUNS)])
 
     @property
     def audio_dir(self) -> Path:
@@ -285,12 +393,16 @@ class Workspace:
         """Write a query's result to exports/<name>.parquet atomically (temp file + rename)."""
         target = self.exports_dir / f"{name}.parquet"
         tmp = target.with_suffix(f".parquet.tmp{os.getpid()}")
-        self._write(f"COPY ({sql}) TO '{tmp}' (FORMAT parquet)", params)
+        self._write(f"COPY ({sql}) TO {sql_string(tmp)} (FORMAT parquet)", params)
         os.replace(tmp, target)
         return target
 
     def record_run(self, run_id: str, command: str, started_at: str, finished_at: str | None,
                    status: str, provenance: dict[str, Any]) -> None:
+        if status == "running":
+            LIVE_RUNS.add(run_id)
+        else:
+            LIVE_RUNS.discard(run_id)
         self._write(
             "INSERT OR REPLACE INTO runs VALUES (?, ?, ?, ?, ?, ?)",
             [run_id, command, started_at, finished_at, status, json.dumps(provenance, default=str)],
@@ -315,6 +427,11 @@ class Workspace:
 def _check_table(table: str) -> None:
     if table not in TABLES:
         raise WorkspaceError(f"unknown table {table!r}; tables: {', '.join(TABLES)}")
+
+
+def sql_string(text: str | Path) -> str:
+    """A SQL string literal (for statements that take no parameters, e.g. COPY ... TO)."""
+    return "'" + str(text).replace("'", "''") + "'"
 
 
 def where_clause(where: str) -> str:

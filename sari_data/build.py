@@ -19,7 +19,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from corpus.provenance import recorded_run
+from corpus.provenance import RunFailed, recorded_run
 from corpus.records import Clip, Contamination, Item, Quarantine
 from corpus.store import Workspace
 from sari_data import splits
@@ -87,22 +87,70 @@ def apply(step: Step, records: Iterable[Record]) -> Iterator[Record]:
     yield from aside
 
 
-def build(recipe: Recipe, workspace: Path, *, progress: bool = True) -> dict[str, Any]:
-    """Build (or refresh) a workspace from a recipe; returns counts of what was written."""
+def build(recipe: Recipe, workspace: Path, *, progress: bool = True, allow_empty: bool = False) -> dict[str, Any]:
+    """Build (or refresh) a workspace from a recipe; returns counts of what was written. Raises
+    RunFailed (after writing what was read) when a source yields nothing usable, unless `allow_empty`."""
     with Workspace(workspace, create=True) as ws, \
             recorded_run(ws, "build", recipe=recipe.model_dump(mode="json"), seed=recipe.seed) as results:
         counts: Counter[str] = Counter()
+        first_seen: dict[str, tuple[str, str]] = {}  # item/clip id -> (locator, content), over all sources
+        problems = []
         for source in recipe.sources:
             records: Iterable[Record] = tqdm(source_records(source, recipe, ws), total=getattr(source, "n_items", None),
                                              disable=not progress, desc=f"build {source.name}", unit="record")
+            records = unique_ids(records, first_seen)
             for step in item_steps(recipe, ws):
                 records = apply(step, records)
-            counts.update(_write_all(ws, records))
+            tally: Counter[str] = Counter()
+            counts.update(_write_all(ws, tallied(records, tally)))
+            problems += [] if allow_empty else source_problems(source.name, tally, recipe.max_quarantined_fraction)
         notes = run_corpus_steps(recipe, ws)
         results.update(counts=dict(counts), **notes, items_in_store=ws.count("items"),
                        clips_in_store=ws.count("clips"), quarantine_in_store=ws.count("quarantine"))
+        if problems:
+            raise RunFailed("; ".join(problems) + f". What was read is stored: `sari-data stats {ws.root}` lists the "
+                            "quarantine reasons; fix the source (path:, audio_root:, columns:) or pass --allow-empty")
         shown = {k: v for k, v in counts.items() if v or k in ("items", "quarantined")}
         return shown | {k: v for k, v in notes.items() if v}
+
+
+def unique_ids(records: Iterable[Record], first_seen: dict[str, tuple[str, str]]) -> Iterator[Record]:
+    """Quarantine (`duplicate_id`) every record whose id an earlier record already has, so a repeated
+    id never replaces the first record; the message says where the first one was read."""
+    for record in records:
+        if isinstance(record, (Item, Clip)):
+            locator = str(record.meta.get("locator", record.id))
+            content = record.model_copy(update={"meta": {k: v for k, v in record.meta.items() if k != "locator"}})
+            content = content.model_dump_json()
+            if record.id in first_seen:
+                where, before = first_seen[record.id]
+                what = "an exact repeat of" if content == before else "a different record with the same id as"
+                yield Quarantine(source=record.source, locator=locator, reason="duplicate_id",
+                                 message=f"id {record.source_id!r} ({record.id}): {what} {where}; the first is kept")
+                continue
+            first_seen[record.id] = (locator, content)
+        yield record
+
+
+def tallied(records: Iterable[Record], tally: Counter[str]) -> Iterator[Record]:
+    """Pass records through, counting items, clips and quarantine reasons."""
+    for record in records:
+        tally[record.reason if isinstance(record, Quarantine) else NAMES[type(record)]] += 1
+        yield record
+
+
+def source_problems(name: str, tally: Counter[str], max_quarantined: float) -> list[str]:
+    """Why a source's outcome is unusable: nothing kept, or too much of it quarantined."""
+    kept = tally["items"] + tally["clips"]
+    reasons = {k: v for k, v in tally.items() if k not in NAMES.values()}
+    quarantined = sum(reasons.values())
+    why = ", ".join(f"{n} {reason}" for reason, n in sorted(reasons.items(), key=lambda kv: -kv[1])[:4])
+    if kept == 0:
+        return [f"source {name} yielded no items ({quarantined} rows quarantined{': ' + why if why else ''})"]
+    if quarantined > max_quarantined * (kept + quarantined):
+        return [f"source {name}: {quarantined} of {kept + quarantined} rows quarantined ({why}), more than "
+                f"max_quarantined_fraction {max_quarantined}"]
+    return []
 
 
 def _write_all(ws: Workspace, records: Iterable[Record]) -> Counter[str]:

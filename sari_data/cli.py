@@ -23,7 +23,8 @@ import json
 import sys
 from pathlib import Path
 
-from corpus.store import Workspace, WorkspaceError
+from corpus.provenance import RunFailed
+from corpus.store import SCHEMA_VERSION, Workspace, WorkspaceError
 from sari_data.difficulty import DifficultyError
 from sari_data.difficulty import __doc__ as DIFFICULTY_DOC
 from sari_data.recipe import RecipeError, load_recipe
@@ -38,7 +39,7 @@ def cmd_build(args: argparse.Namespace) -> None:
     workspace = args.workspace or recipe.workspace
     if workspace is None:
         raise RecipeError(f"{args.recipe}: no workspace given; pass --workspace DIR or set `workspace:` in the recipe")
-    counts = build(recipe, Path(workspace), progress=not args.quiet)
+    counts = build(recipe, Path(workspace), progress=not args.quiet, allow_empty=args.allow_empty)
     with Workspace(workspace, read_only=True) as ws:
         print(format_tables(summary_tables(ws)))
         print("\n".join(["", *summary_lines(counts, ws)]))
@@ -88,6 +89,18 @@ def cmd_publish(args: argparse.Namespace) -> None:
         print("ready to upload: pass --repo-id (token from HF_TOKEN), or upload the folder yourself")
 
 
+def cmd_migrate(args: argparse.Namespace) -> None:
+    with Workspace(args.workspace) as ws:  # opening for writing migrates
+        print(f"{ws.root}: schema version {SCHEMA_VERSION}")
+
+
+def port_number(text: str) -> int:
+    """A TCP port for argparse: 0..65535."""
+    if not text.isdigit() or int(text) > 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number (0-65535; 0 picks a free one)")
+    return int(text)
+
+
 def cmd_view(args: argparse.Namespace) -> None:
     from sari_data.view.server import serve
 
@@ -125,8 +138,15 @@ def parser() -> argparse.ArgumentParser:
     build.add_argument("--workspace", help="workspace folder (default: the recipe's `workspace`)")
     build.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                        help="override a recipe field, e.g. --set seed=3 --set sources.0.n_items=500")
+    build.add_argument("--allow-empty", action="store_true",
+                       help="accept a source that yields no items or quarantines more than the recipe's "
+                            "max_quarantined_fraction of its rows (else the build fails, keeping what it read)")
     build.add_argument("--quiet", action="store_true", help="no progress bars")
     build.set_defaults(run=cmd_build)
+
+    migrate = commands.add_parser("migrate", help="bring a workspace written by an older toolkit to this schema")
+    migrate.add_argument("workspace", help="workspace folder")
+    migrate.set_defaults(run=cmd_migrate)
 
     stats = commands.add_parser("stats", help="print counts by task, family, split, answer position")
     stats.add_argument("workspace", help="workspace folder")
@@ -154,7 +174,7 @@ def parser() -> argparse.ArgumentParser:
     view = commands.add_parser("view", help="browse a workspace in a local web page (read-only): filter, listen, read")
     view.add_argument("workspace", help="workspace folder")
     view.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1; others warn: no auth)")
-    view.add_argument("--port", type=int, default=8765, help="port (default 8765; 0 picks a free one)")
+    view.add_argument("--port", type=port_number, default=8765, help="port (default 8765; 0 picks a free one)")
     view.add_argument("--verbose", action="store_true", help="log every request")
     view.set_defaults(run=cmd_view)
 
@@ -188,6 +208,9 @@ def main(argv: list[str] | None = None) -> int:
     except (RecipeError, WorkspaceError, SourceError, DifficultyError) as err:
         print(f"sari-data {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except RunFailed as err:
+        print(f"sari-data {args.command}: error: {err}", file=sys.stderr)
+        return 1
     return 0
 
 

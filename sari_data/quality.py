@@ -18,9 +18,15 @@ from sari_data.sources.common import validate
 Out = Iterator[Item | Quarantine]
 
 
+ANSI_ESCAPE = re.compile(r"\x1b(\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(\x07|\x1b\\)|[@-Z\\-_])")
+
+
 def clean(text: str) -> str:
-    """NFKC (full-width letters, ligatures, non-breaking spaces) and collapsed whitespace."""
-    return re.sub(r"\s+", " ", unicodedata.normalize("NFKC", text)).strip()
+    """NFKC (full-width letters, ligatures, non-breaking spaces), terminal escape sequences and other
+    control characters (NUL, BEL, ...) removed, whitespace collapsed."""
+    text = ANSI_ESCAPE.sub("", unicodedata.normalize("NFKC", text))
+    text = "".join(" " if ch.isspace() else ch for ch in text if ch.isspace() or unicodedata.category(ch) != "Cc")
+    return re.sub(r"\s+", " ", text).strip()
 
 
 def option_key(text: str) -> str:

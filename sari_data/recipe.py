@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from corpus.records import Task
+from corpus.settings import apply_override, read_yaml_mapping
 from sari_data.llm.config import LLMConfig
 from sari_data.difficulty import DifficultyConfig
 
@@ -31,6 +31,16 @@ class SyntheticSource(Strict):
     sample_rate: int = 16000
     families: list[str] | None = Field(None, description="question families; all when empty")
     license: str = "CC0-1.0"
+
+    @field_validator("families")
+    @classmethod
+    def _known_families(cls, families: list[str] | None) -> list[str] | None:
+        from sari_data.sources.synthetic import FAMILIES
+
+        unknown = [name for name in families or [] if name not in FAMILIES]
+        if unknown:
+            raise ValueError(f"unknown families {unknown}; known: {', '.join(FAMILIES)}")
+        return families
 
 
 class FileSource(Strict):
@@ -265,6 +275,9 @@ class Recipe(Strict):
     steps: list[Step] = Field(default_factory=list)
     llm: LLMConfig | None = Field(None, description="endpoint of the LLM stages (the key only from the environment)")
     audio: AudioSettings = Field(default_factory=AudioSettings)
+    max_quarantined_fraction: float = Field(0.5, ge=0, le=1, description=(
+        "the build fails when a source yields no items or quarantines more than this share of its rows "
+        "(what was read is kept; --allow-empty accepts it)"))
     difficulty: DifficultyConfig = Field(default_factory=DifficultyConfig, description="`sari-data difficulty`")
 
     def stage_settings(self, kind: str) -> Strict:
@@ -281,39 +294,11 @@ class Recipe(Strict):
         return self
 
 
-def set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
-    """Apply one `a.b.0.c=value` override to nested dicts/lists."""
-    keys = dotted.split(".")
-    node: Any = data
-    for key in keys[:-1]:
-        node = node[int(key)] if isinstance(node, list) else node.setdefault(key, {})
-    last = keys[-1]
-    if isinstance(node, list):
-        node[int(last)] = value
-    else:
-        node[last] = value
-
-
 def load_recipe(path: str | Path, overrides: list[str] = ()) -> Recipe:
     """Read and validate a recipe; `overrides` are `dotted.key=yaml-value` strings from the CLI."""
-    path = Path(path)
-    if not path.exists():
-        raise RecipeError(f"recipe {path} not found; recipes live in pipelines/, e.g. pipelines/demo.yaml")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f":{mark.line + 1}:{mark.column + 1}" if mark else ""
-        problem = getattr(err, "problem", None) or "parse error"
-        raise RecipeError(f"{path}{where}: not valid YAML ({problem})") from err
+    data = read_yaml_mapping(path, RecipeError, hint="; recipes live in pipelines/, e.g. pipelines/demo.yaml")
     for override in overrides:
-        key, sep, raw = override.partition("=")
-        if not sep:
-            raise RecipeError(f"override {override!r} must look like key.path=value")
-        try:
-            set_dotted(data, key, yaml.safe_load(raw))
-        except (IndexError, ValueError, TypeError, KeyError) as err:
-            raise RecipeError(f"override {override!r} does not fit the recipe: {err}") from err
+        apply_override(data, override, RecipeError)
     try:
         return Recipe.model_validate(data)
     except ValidationError as err:
@@ -326,6 +311,6 @@ def describe_validation_error(err: ValidationError) -> str:
     for e in err.errors():
         where = ".".join(str(p) for p in e["loc"]) or "(top level)"
         message = "unknown key (check the spelling; see the recipe reference in the README)" \
-            if e["type"] == "extra_forbidden" else e["msg"]
+            if e["type"] == "extra_forbidden" else e["msg"].removeprefix("Value error, ")
         parts.append(f"{where}: {message}")
     return "; ".join(parts)

@@ -32,7 +32,7 @@ def format_tables(tables: dict[str, pd.DataFrame]) -> str:
     for name, table in tables.items():
         table = table.copy()
         table.columns.name = None
-        blocks.append(f"== by {name} ==\n{table.to_string()}")
+        blocks.append(f"== by {name} ==\n{table.to_string() if len(table) else '(none)'}")
     return "\n\n".join(blocks)
 
 

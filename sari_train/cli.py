@@ -24,6 +24,7 @@ import os
 import sys
 from pathlib import Path
 
+from corpus.provenance import RunFailed
 from corpus.store import WorkspaceError
 from sari_train.config import ConfigError, add_config_flags, load_config
 from sari_train.evaluate import EvalConfig
@@ -52,6 +53,8 @@ def cmd_tiny_model(args: argparse.Namespace) -> None:
     from sari_train.models.tiny import build_tiny_omni_thinker, build_tiny_qwen2_audio
 
     builder = {"qwen2_audio": build_tiny_qwen2_audio, "qwen2_5_omni_thinker": build_tiny_omni_thinker}[args.kind]
+    if Path(args.out).exists() and not Path(args.out).is_dir():
+        raise ConfigError(f"{args.out} is an existing file; pass a folder for the model (it is created)")
     path = builder(Path(args.out), window_seconds=args.window_seconds, hidden_size=args.hidden_size or 64,
                    layers=args.layers or 2, seed=args.seed)
     print(f"tiny random-weight {args.kind} written to {path}")
@@ -208,6 +211,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, WorkspaceError) as err:
         print(f"sari-train {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except RunFailed as err:
+        print(f"sari-train {args.command}: error: {err}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -13,6 +13,8 @@ from typing import Any, TypeVar
 import yaml
 from pydantic import AliasChoices, BaseModel, ValidationError
 
+from corpus.settings import apply_override, parse_yaml, read_yaml_mapping
+
 C = TypeVar("C", bound=BaseModel)
 
 
@@ -56,30 +58,30 @@ def _names(name: str, alias: object) -> list[str]:
     return [name, *extra]
 
 
+def flag_value(cls: type[BaseModel], name: str, value: Any) -> Any:
+    """A flag's text as YAML; `none` also means null for a field that may be None (as --help says)."""
+    if not isinstance(value, str):
+        return value
+    field = cls.model_fields[name]
+    if value.strip().lower() == "none" and type(None) in typing.get_args(field.annotation):
+        return None
+    return parse_yaml(value, f"--{name.replace('_', '-')} {value!r}", ConfigError)
+
+
 STAGES = ("sft", "grpo")  # a multi-stage preset holds shared keys plus one block per stage
 
 
 def load_config(cls: type[C], args: argparse.Namespace, stage: str | None = None) -> C:
     data: dict[str, Any] = {}
     if args.config:
-        path = Path(args.config)
-        if not path.exists():
-            raise ConfigError(f"config file {path} not found (presets live in pipelines/train/)")
-        data = yaml.safe_load(path.read_text()) or {}
+        data = read_yaml_mapping(args.config, ConfigError, hint=" (presets live in pipelines/train/)")
         if stage is not None and isinstance(data.get(stage), dict):
             data = {**{k: v for k, v in data.items() if k not in STAGES}, **data[stage]}
     for key, value in vars(args).items():
         if key.startswith("cfg_") and value is not None:
-            data[key[4:]] = yaml.safe_load(value) if isinstance(value, str) else value
+            data[key[4:]] = flag_value(cls, key[4:], value)
     for override in args.set:
-        key, sep, raw = override.partition("=")
-        if not sep:
-            raise ConfigError(f"--set {override!r} must look like key.path=value")
-        node = data
-        *parents, last = key.split(".")
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[last] = yaml.safe_load(raw)
+        apply_override(data, override, ConfigError)
     try:
         return cls.model_validate(data)
     except ValidationError as err:

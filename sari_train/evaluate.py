@@ -48,7 +48,7 @@ from corpus.store import Workspace
 from sari_train.config import ConfigError
 from sari_train.datasets import DatasetOptions
 from sari_train.device import DtypeName, gather_in_order, launched, pick
-from sari_train.models.adapter import AudioLM
+from sari_train.models.adapter import AudioLM, PromptTooLong
 from sari_train.prompts import PromptStyle, messages
 from sari_train.rollout import LocalEngine, SamplingSettings
 
@@ -190,7 +190,10 @@ def predict(engine: LocalEngine, items: list[EvalItem], style: PromptStyle, sett
     for start in tqdm(range(0, len(items), step), desc=desc, unit="batch", leave=False):
         chunk = items[start:start + step]
         prompts = [messages(i.question, c, style) for i, c in zip(chunk, choices[start:start + step])]
-        rollouts = engine.sample(prompts, [i.audio for i in chunk], settings)
+        try:
+            rollouts = engine.sample(prompts, [i.audio for i in chunk], settings)
+        except PromptTooLong as err:
+            raise ConfigError(f"item {chunk[err.row].id}: {err}") from None
         outputs += [group[0] for group in rollouts.texts]
     return outputs
 

@@ -28,6 +28,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
 from corpus.provenance import recorded_run
+from corpus.settings import read_yaml_mapping
 from sari_train.config import STAGES, ConfigError
 from sari_train.evaluate import EvalConfig, EvalItem, evaluate_model, workspace_items
 from sari_train.prompts import PromptFormat
@@ -66,9 +67,7 @@ def stage_fields(config: ExperimentConfig, stage: str) -> dict[str, Any]:
     """A stage's settings: the preset's shared keys, its block for the stage, then the experiment's."""
     fields: dict[str, Any] = {}
     if config.preset is not None:
-        if not config.preset.exists():
-            raise ConfigError(f"preset {config.preset} not found (presets live in pipelines/train/)")
-        preset = yaml.safe_load(config.preset.read_text()) or {}
+        preset = read_yaml_mapping(config.preset, ConfigError, hint=" (presets live in pipelines/train/)")
         fields = {**{k: v for k, v in preset.items() if k not in STAGES}, **(preset.get(stage) or {})}
     return {**fields, **getattr(config, stage)}
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import math
+import pickle
 import random
 import re
 from dataclasses import dataclass, field
@@ -205,7 +206,11 @@ def save_model(folder: Path, lm: AudioLM, peft_model: Any, config: BaseModel) ->
 
 
 def rng_state() -> dict[str, Any]:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    """Every RNG's state as tensors and plain types, so `torch.load(weights_only=True)` reads it back
+    (a checkpoint must never be able to run code on --resume)."""
+    numpy_state = np.random.get_state(legacy=False)
+    numpy_state["state"]["key"] = torch.from_numpy(numpy_state["state"]["key"].astype(np.int64))
+    state = {"python": random.getstate(), "numpy": numpy_state, "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -213,7 +218,9 @@ def rng_state() -> dict[str, Any]:
 
 def set_rng_state(state: dict[str, Any]) -> None:
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    numpy_state = state["numpy"]
+    key = numpy_state["state"]["key"].numpy().astype(np.uint32)
+    np.random.set_state({**numpy_state, "state": {**numpy_state["state"], "key": key}})
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -239,11 +246,21 @@ def save_checkpoint(out: Path, step: int, lm: AudioLM, peft_model: Any, config: 
     return folder
 
 
+def load_plain(path: Path) -> Any:
+    """A checkpoint file of tensors and plain types only: anything else could run code when unpickled."""
+    try:
+        return torch.load(path, weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise ConfigError(f"{path} holds objects other than tensors and plain data, so it is not loaded (it could "
+                          f"run code): {str(err).splitlines()[-1][:200]}; resume only from checkpoints this toolkit "
+                          f"wrote") from None
+
+
 def load_checkpoint(folder: Path, lm: AudioLM, optimizer: torch.optim.Optimizer, scheduler: Any,
                     accelerator: Any) -> dict[str, Any]:
     """Restore optimizer, scheduler, LoRA weights and this rank's RNG; returns the saved state
     (step, sampler, ...). Full weights were already loaded from the folder by `load_policy`."""
-    state = torch.load(folder / "trainer_state.pt", weights_only=False)
+    state = load_plain(folder / "trainer_state.pt")
     if state.get("lora"):
         params = dict(lm.model.named_parameters())
         with torch.no_grad():
@@ -255,7 +272,7 @@ def load_checkpoint(folder: Path, lm: AudioLM, optimizer: torch.optim.Optimizer,
     if not rng_file.exists():
         raise ConfigError(f"{folder} was saved by fewer processes (no {rng_file.name}); resume with the same "
                           f"number of processes")
-    set_rng_state(torch.load(rng_file, weights_only=False))
+    set_rng_state(load_plain(rng_file))
     return state
 
 

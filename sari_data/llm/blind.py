@@ -99,4 +99,5 @@ def run_blind(workspace: str | Path, *, config: LLMConfig = LLMConfig(), k: int 
         results.update(selected=len(items), scored=sum(rates.values()), failed=len(failures), failures=failures,
                        pass_rates=dict(sorted(rates.items())), quarantined=len(dropped),
                        llm_usage=client.usage.report(client.config))
+        client.check_transport()
         return dict(results)

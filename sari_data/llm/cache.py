@@ -1,6 +1,8 @@
 """A persistent cache of finished LLM requests, so a re-run never re-sends one (datatrove-style).
 
-One JSON line per finished request, keyed by the sha256 of (model, messages, parameters, schema).
+The client stores only the replies of exchanges that ended in a usable answer, so a failure is asked
+again on the next run instead of being replayed forever. One JSON line per reply, keyed by the
+sha256 of (model, messages, parameters, schema).
 A line is written and flushed to the kernel before the request counts as finished, so a killed
 process loses at most the requests still in flight; a line cut short by the kill is skipped on
 load (that request is simply sent again). Only responses are stored, never the request headers,

@@ -32,7 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from corpus.provenance import recorded_run
 from corpus.records import Clip as StoredClip, Item, Task
 from corpus.store import Workspace
-from sari_data.llm.client import LLMClient
+from sari_data.llm.client import LLMClient, check_transport
 from sari_data.llm.config import LLMConfig
 from sari_data.llm.runner import CACHE_FILE, open_client, run_all
 from sari_data.llm.cache import RequestCache
@@ -145,11 +145,13 @@ class LocalCaptioner:
             turn = [{"role": "user", "content": [{"type": "audio", "audio_url": "clip"},
                                                  {"type": "text", "text": CAPTION_PROMPT}]}]
             replies = self.engine.sample([turn] * len(todo), [clips[i] for i in todo], self.settings).texts
-            for i, reply in zip(todo, replies):
-                self.cache.put(keys[i], {"content": reply[0].strip()})
+            fresh = {keys[i]: reply[0].strip() for i, reply in zip(todo, replies)}
+            for k, text in fresh.items():
+                if caption_problem(text) is None:  # a failed caption is tried again next run
+                    self.cache.put(k, {"content": text})
         out = []
         for k in keys:
-            text = self.cache.get(k)["content"]
+            text = fresh[k] if k in fresh else self.cache.get(k)["content"]
             problem = caption_problem(text)
             out.append((None, f"{problem[0]}: {problem[1]}") if problem else (text, ""))
         return out
@@ -238,4 +240,6 @@ def run_captions(workspace: str | Path, *, config: LLMConfig = LLMConfig(), clip
                     ws.upsert(sorted((r for r in updated if isinstance(r, kind)), key=lambda r: r.id))
         results.update(captioned=sum(1 for text, _ in captions.values() if text), failed=len(failures),
                        failures=failures, caption_source=source, llm_usage=usage, out=str(out) if out else None)
+        if usage:
+            check_transport(usage)
         return dict(results)

@@ -11,7 +11,11 @@ What it adds to the SDK, and why:
     is validated here whatever the server did; a reply that fails (malformed JSON, a schema
     violation, a refusal, a stage check such as "the chain ends on the gold option") is re-asked
     with the error, a bounded number of times, then reported as a failure with a reason code;
-  * a persistent request cache: a finished request is never sent again (see cache.py);
+  * a persistent request cache: an exchange that ended in a usable reply is never sent again (see
+    cache.py); a failed one is not cached, so a re-run asks again;
+  * early stops: an endpoint that never answers, or that says it cannot take the input (e.g. audio
+    on a text-only server), ends the run with one line; server-side failures (connection errors,
+    timeouts, 5xx) are reported per item and `check_transport` fails a run where most requests hit them;
   * token and cost accounting, reported in the run's provenance.
 """
 
@@ -31,12 +35,19 @@ from typing import Any, Generic, TypeVar
 import openai
 from pydantic import BaseModel, ValidationError
 
+from corpus.provenance import RunFailed, redact_url
 from sari_data.llm.cache import RequestCache, request_key
 from sari_data.llm.config import LLMConfig
 from sari_data.recipe import RecipeError
 
 T = TypeVar("T")
 RETRYABLE = {408, 409, 429}
+TRANSPORT = ("connection_error", "timeout")  # with http_5xx: the server, not the reply, failed
+RETRIES_UNTIL_CONNECTED = 2  # an endpoint that never answered is most likely down: give up early
+UNSUPPORTED_INPUT = re.compile(
+    r"\b(audio|image|video|input_audio|multimodal|modalit\w*)\b[^.]*\b(not supported|unsupported|"
+    r"not support|cannot|can't)|\b(not supported|unsupported|does not support|doesn't support)\b[^.]*"
+    r"\b(audio|image|video|input_audio|multimodal|modalit\w*)\b", re.I)
 Check = Callable[[Any], "tuple[str, str] | None"]  # a value -> None, or (reason code, message)
 
 
@@ -66,6 +77,16 @@ class Outcome(Generic[T]):
     def ok(self) -> bool:
         return self.value is not None
 
+    @property
+    def transient(self) -> bool:
+        """The request never got a usable answer from the server (down, restarting, overloaded): such
+        an item is not stored, so the next run asks again."""
+        return is_transport_failure(self.reason)
+
+
+def is_transport_failure(reason: str) -> bool:
+    return reason in TRANSPORT or reason.startswith("http_5")
+
 
 @dataclass
 class Usage:
@@ -75,6 +96,7 @@ class Usage:
     cache_hits: int = 0
     retries: int = 0
     reasks: int = 0
+    asks: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
     failures: Counter = field(default_factory=Counter)
@@ -82,8 +104,8 @@ class Usage:
     def report(self, config: LLMConfig) -> dict[str, Any]:
         cost = (self.prompt_tokens * config.price_input_per_mtok
                 + self.completion_tokens * config.price_output_per_mtok) / 1e6
-        return {"model": config.model, "base_url": config.base_url, "requests_sent": self.sent,
-                "cache_hits": self.cache_hits, "retries": self.retries, "reasks": self.reasks,
+        return {"model": config.model, "base_url": redact_url(config.base_url or ""), "asks": self.asks,
+                "requests_sent": self.sent, "cache_hits": self.cache_hits, "retries": self.retries, "reasks": self.reasks,
                 "prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
                 "cost_usd": round(cost, 6), "failures": dict(self.failures)}
 
@@ -100,6 +122,7 @@ class LLMClient:
         self.use_json_schema = config.json_schema
         self._semaphore = asyncio.Semaphore(config.concurrency)
         self._in_flight: dict[str, asyncio.Future] = {}
+        self._connected = False  # set by the first answer of any kind from the server
         self._sdk = sdk or openai.AsyncOpenAI(base_url=config.base_url, api_key=config.api_key(),
                                               timeout=config.timeout_s, max_retries=0)
 
@@ -111,17 +134,24 @@ class LLMClient:
     async def ask(self, messages: list[dict[str, Any]], *, schema: type[BaseModel] | None = None,
                   check: Check | None = None, **params: Any) -> Outcome:
         """A reply parsed into `schema` (or the text) that passes `check`; re-asked with the error
-        up to `max_reasks` times, then given up with the last reason."""
+        up to `max_reasks` times, then given up with the last reason. Only an exchange that ends in a
+        usable reply is cached (all its replies, so a re-run replays it): a failure is asked again."""
+        self.usage.asks += 1
         convo = list(messages)
         reason = message = raw = ""
+        fresh: list[tuple[str, dict[str, Any]]] = []  # (cache key, reply) of replies sent in this exchange
         for ask in range(1, self.config.max_reasks + 2):
             try:
-                reply = await self.chat(convo, schema=schema, **params)
+                key, reply, sent = await self.chat_uncached(convo, schema=schema, **params)
             except RequestFailed as err:
                 self.usage.failures[err.reason] += 1
                 return Outcome(None, err.reason, err.message, ask)
+            if sent:
+                fresh.append((key, reply))
             value, problem = parse_reply(reply, schema, check)
             if problem is None:
+                for key, reply in fresh:
+                    self.cache.put(key, reply)
                 return Outcome(value, asks=ask)
             reason, message = problem
             raw = reply.get("content") or reply.get("refusal") or ""
@@ -135,32 +165,43 @@ class LLMClient:
         self.usage.failures[reason] += 1
         return Outcome(None, reason, message, self.config.max_reasks + 1, raw)
 
+    def check_transport(self) -> None:
+        check_transport(self.usage.report(self.config))
+
     # --- one request, cached -------------------------------------------------------------------
 
     async def chat(self, messages: list[dict[str, Any]], *, schema: type[BaseModel] | None = None,
                    **params: Any) -> dict[str, Any]:
-        """The reply to one request (content, refusal, finish reason, usage), from the cache if finished before."""
+        """The reply to one request (content, refusal, finish reason, usage), from the cache if finished
+        before; a fresh reply is cached at once (`ask` caches only replies that pass its checks)."""
+        key, reply, sent = await self.chat_uncached(messages, schema=schema, **params)
+        if sent:
+            self.cache.put(key, reply)
+        return reply
+
+    async def chat_uncached(self, messages: list[dict[str, Any]], *, schema: type[BaseModel] | None = None,
+                            **params: Any) -> tuple[str, dict[str, Any], bool]:
+        """(cache key, reply, whether it was sent now): a cached reply, or one sent and not yet cached."""
         params = {"temperature": self.config.temperature, "max_tokens": self.config.max_tokens, **params}
         schema_json = schema.model_json_schema() if schema else None
         key = request_key(self.config.model, messages, params, schema_json)
         cached = self.cache.get(key)
         if cached is not None:
             self.usage.cache_hits += 1
-            return cached
+            return key, cached, False
         if key in self._in_flight:  # the same request already on its way: share its reply
             self.usage.cache_hits += 1
-            return await asyncio.shield(self._in_flight[key])
-        self._in_flight[key] = asyncio.ensure_future(self._send_and_store(key, messages, params, schema, schema_json))
+            return key, await asyncio.shield(self._in_flight[key]), False
+        self._in_flight[key] = asyncio.ensure_future(self._send_counted(messages, params, schema, schema_json))
         try:
-            return await asyncio.shield(self._in_flight[key])
+            return key, await asyncio.shield(self._in_flight[key]), True
         finally:
             self._in_flight.pop(key, None)
 
-    async def _send_and_store(self, key: str, messages: list[dict[str, Any]], params: dict[str, Any],
-                              schema: type[BaseModel] | None, schema_json: dict | None) -> dict[str, Any]:
+    async def _send_counted(self, messages: list[dict[str, Any]], params: dict[str, Any],
+                            schema: type[BaseModel] | None, schema_json: dict | None) -> dict[str, Any]:
         async with self._semaphore:
             reply = await self._send(messages, params, schema, schema_json)
-        self.cache.put(key, reply)  # durable first, then counted
         self.usage.sent += 1
         self.usage.prompt_tokens += reply["usage"]["prompt_tokens"]
         self.usage.completion_tokens += reply["usage"]["completion_tokens"]
@@ -169,6 +210,7 @@ class LLMClient:
     async def _send(self, messages: list[dict[str, Any]], params: dict[str, Any],
                     schema: type[BaseModel] | None, schema_json: dict | None) -> dict[str, Any]:
         attempt = 0
+        last_detail = ""
         while True:
             kwargs = dict(model=self.config.model, messages=messages, **params)
             if schema is not None and self.use_json_schema:
@@ -176,27 +218,41 @@ class LLMClient:
                     "name": schema.__name__, "schema": schema_json, "strict": True}}
             wait: float | None = None
             try:
-                return reply_dict(await self._sdk.chat.completions.create(**kwargs))
+                reply = reply_dict(await self._sdk.chat.completions.create(**kwargs))
+                self._connected = True
+                return reply
             except openai.APITimeoutError:
                 reason = "timeout"
-            except openai.APIConnectionError:
+            except openai.APIConnectionError as err:
                 reason = "connection_error"
+                if not self._connected and attempt >= min(self.config.max_retries, RETRIES_UNTIL_CONNECTED):
+                    raise EndpointError(f"cannot reach the LLM endpoint {redact_url(self.config.base_url or '')} "
+                                        f"({_short(str(err.__cause__ or err), 120)}); start the server or fix "
+                                        "--base-url") from None
             except openai.APIStatusError as err:
-                status = err.status_code
+                self._connected = True
+                status, detail = err.status_code, server_message(err)
                 if status in (401, 403, 404):
-                    raise EndpointError(f"{self.config.base_url} answered {status} for model {self.config.model!r}: "
-                                        f"check the model name and the key in ${self.config.api_key_env}") from None
+                    raise EndpointError(f"{redact_url(self.config.base_url or '')} answered {status} for model "
+                                        f"{self.config.model!r} ({detail}): check the model name and the key in "
+                                        f"${self.config.api_key_env}") from None
                 if status == 400 and "response_format" in kwargs and self.use_json_schema:
                     self.use_json_schema = False  # the server does not do structured outputs: validate ourselves
                     continue
+                if status in (400, 415, 422, 500, 501) and UNSUPPORTED_INPUT.search(detail):
+                    raise EndpointError(f"{redact_url(self.config.base_url or '')} (model {self.config.model!r}) "
+                                        f"cannot take this input: HTTP {status} \"{detail}\"; use a model/server "
+                                        "that accepts it (for captions: one with audio input)") from None
                 if status not in RETRYABLE and status < 500:
-                    raise RequestFailed(f"http_{status}", _short(err.message)) from None
+                    raise RequestFailed(f"http_{status}", detail) from None
                 reason, wait = f"http_{status}", retry_after(err.response.headers)
+                last_detail = detail
             except (ValueError, TypeError, AttributeError, IndexError) as err:
                 reason = f"bad_response ({_short(str(err), 80)})"  # a 200 whose body is not a chat completion
             if attempt >= self.config.max_retries:
                 code = reason.split(" ")[0]
-                raise RequestFailed(code, f"{reason} on all {attempt + 1} attempts")
+                said = f": {last_detail}" if code.startswith("http_") and last_detail else ""
+                raise RequestFailed(code, f"{reason} on all {attempt + 1} attempts{said}")
             self.usage.retries += 1
             await asyncio.sleep(self._backoff(attempt, wait))
             attempt += 1
@@ -207,6 +263,17 @@ class LLMClient:
         return min(self.config.backoff_s * 2**attempt, self.config.max_backoff_s) * random.uniform(0.5, 1.0)
 
 
+def check_transport(report: dict[str, Any]) -> None:
+    """Raise RunFailed when most of a run's asks (a usage report) failed on the server's side (down,
+    restarting): their items were left unstored, so the next run retries them."""
+    reasons = sorted(r for r in report["failures"] if is_transport_failure(r))
+    failed = sum(report["failures"][r] for r in reasons)
+    if failed and failed * 2 > report["asks"]:
+        raise RunFailed(f"{failed} of {report['asks']} requests to {report['base_url']} failed on the server's side "
+                        f"({', '.join(reasons)}); nothing was stored for them: check the server, then run the same "
+                        "command again")
+
+
 def reply_dict(completion: Any) -> dict[str, Any]:
     """The parts of a chat completion we keep (and cache)."""
     choice = completion.choices[0]
@@ -215,6 +282,17 @@ def reply_dict(completion: Any) -> dict[str, Any]:
             "finish_reason": choice.finish_reason,
             "usage": {"prompt_tokens": int(getattr(usage, "prompt_tokens", 0) or 0),
                       "completion_tokens": int(getattr(usage, "completion_tokens", 0) or 0)}}
+
+
+def server_message(err: openai.APIStatusError) -> str:
+    """What the server said: the `error.message` of an OpenAI-style body, else the body's text."""
+    body = err.body
+    if isinstance(body, dict):
+        inner = body.get("error", body)
+        text = inner.get("message") if isinstance(inner, dict) else inner
+        if text:
+            return _short(str(text))
+    return _short(err.message)
 
 
 def retry_after(headers: Any) -> float | None:

@@ -141,7 +141,7 @@ def add_llm_commands(commands: Any) -> None:
     cot.add_argument("--writer", choices=["auto", "llm", "template"],
                      help="auto (default): the LLM when an endpoint is configured, else the template writer for "
                           "synthetic items")
-    cot.add_argument("--redo", action="store_true", help="rewrite items that already have both chains")
+    cot.add_argument("--redo", action="store_true", help="rewrite items that already have both chains (cached replies are reused; failures never are)")
     cot.set_defaults(run=cmd_cot)
 
     blind = commands.add_parser("blind", help="text-only pass rate: answer each question without the audio")

@@ -1,9 +1,11 @@
 """`sari-data cot`: structured and free-form chains of thought for a chosen subset of items.
 
 The writer sees the caption, the question, the options and the gold answer. A chain is kept only
-if it concludes on the gold option and (structured style) has the four sections planning,
-caption, reasoning, summary in order; otherwise it is re-asked with the reason, then stored with
-valid=False and that reason. Synthetic items can be written by the deterministic template writer
+if it reasons before concluding (free style: two sentences at least; structured style: the four
+sections planning, caption, reasoning, summary in order, none empty) and its ending names the gold
+option and no other option; otherwise it is re-asked with the reason, then stored with valid=False
+and that reason. Chains the server never answered (down, restarting) are not stored: the next run
+asks again. Synthetic items can be written by the deterministic template writer
 (templates.py), which is what runs when no endpoint is configured.
 
     sari-data cot --workspace workspaces/demo --split train --n 2000
@@ -77,14 +79,30 @@ def chain_problem(thinking: str, item: Item, style: str) -> tuple[str, str] | No
         if sections is None:
             return ("sections_missing_or_out_of_order", "the chain needs <planning>, <caption>, <reasoning>, "
                     "<summary> in this order, each once")
+        empty = [name for name, body in sections.items() if not body]
+        if empty:
+            return "empty_sections", f"every section needs content; empty: {', '.join(empty)}"
         ending = sections["summary"]
     else:
         if structured_sections(thinking) is not None or "<planning>" in thinking:
             return "tags_in_free_chain", "the free-form chain must not use section tags"
-        ending = re.split(r"(?<=[.!?])\s+", thinking.strip())[-1]
+        sentences = re.split(r"(?<=[.!?])\s+", thinking.strip())
+        if len(sentences) < 2:
+            return "no_reasoning", "write the reasoning before the conclusion: at least two sentences"
+        ending = sentences[-1]
+    return conclusion_problem(ending, item, "summary" if style == "structured" else "last sentence")
+
+
+def conclusion_problem(ending: str, item: Item, where: str) -> tuple[str, str] | None:
+    """The ending must name the gold option and no other option (once the gold's own words are set aside,
+    so a distractor inside the gold text does not count): "high, but indeed low" contradicts itself."""
     if not _names(ending, item.answer):
-        where = "summary" if style == "structured" else "last sentence"
         return "wrong_conclusion", f"the {where} must conclude on the correct option {item.answer!r}"
+    rest = re.sub(rf"(?<!\w){re.escape(normalise(item.answer))}(?!\w)", " ", normalise(ending))
+    named = [c for c in item.choices if c != item.answer and _names(rest, c)]
+    if named:
+        return ("contradictory_conclusion", f"the {where} also names {', '.join(map(repr, named))}; conclude on "
+                f"the correct option {item.answer!r} alone")
     return None
 
 
@@ -100,10 +118,11 @@ async def llm_chains(client: LLMClient, item: Item) -> list[ChainOfThought]:
     outcomes = await asyncio.gather(*(client.ask(cot_messages(item, s), schema=Chain, check=chain_check(item, s))
                                       for s in STYLES))
     generator = f"llm:{client.config.model}"
+    # A chain the server never answered (down, restarting) is not stored: the next run asks again.
     return [ChainOfThought(item_id=item.id, style=s, text=o.value.thinking, generator=generator) if o.ok else
             ChainOfThought(item_id=item.id, style=s, text=o.raw, generator=generator, valid=False,
                            reason=f"{o.reason}: {o.message}")
-            for s, o in zip(STYLES, outcomes)]
+            for s, o in zip(STYLES, outcomes) if not o.transient]
 
 
 def templated_chains(item: Item) -> list[ChainOfThought]:
@@ -159,6 +178,8 @@ def run_cot(workspace: str | Path, *, config: LLMConfig = LLMConfig(), writer: W
         results.update(selected=len(items), skipped_done=len(items) - len(todo), template=len(by_template),
                        llm=len(by_llm), chains={f"{s}/{r}": c for (s, r), c in sorted(written.items())},
                        llm_usage=usage, notes=notes)
+        if by_llm:
+            client.check_transport()
         return dict(results)
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from corpus.clips import save_clip
 from corpus.provenance import recorded_run
@@ -29,7 +29,7 @@ from corpus.records import AudioRef, Clip as StoredClip, Item, Quarantine, make_
 from corpus.scoring import normalise, words
 from corpus.store import Workspace
 from sari_data.llm.captions import SAMPLE_RATE, Clip, load_audio, read_clips
-from sari_data.llm.client import LLMClient, schema_instructions
+from sari_data.llm.client import LLMClient, check_transport, schema_instructions
 from sari_data.llm.config import LLMConfig
 from sari_data.llm.runner import open_client, run_all
 from sari_data.sources import item_or_quarantine
@@ -51,7 +51,9 @@ STOPWORDS = frozenset("the a an of in on at to is are was were what which who wh
 class GeneratedQuestion(BaseModel):
     model_config = ConfigDict(extra="forbid")
     question: str
-    choices: list[str]
+    # Declared in the JSON schema so grammar-constrained servers (llama.cpp, vLLM, SGLang) enforce it;
+    # a reply that breaks it anyway gets our own reason code (question_problem) and a re-ask.
+    choices: list[str] = Field(json_schema_extra={"minItems": N_CHOICES, "maxItems": N_CHOICES})
     answer: str
     task: Literal["sound", "music", "speech"]
     category: str
@@ -60,6 +62,12 @@ class GeneratedQuestion(BaseModel):
 class QuestionSet(BaseModel):
     model_config = ConfigDict(extra="forbid")
     questions: list[GeneratedQuestion]
+
+
+def question_set(per_clip: int) -> type[QuestionSet]:
+    """QuestionSet whose JSON schema holds exactly `per_clip` questions (minItems = maxItems)."""
+    return create_model(QuestionSet.__name__, __base__=QuestionSet, questions=(
+        list[GeneratedQuestion], Field(json_schema_extra={"minItems": per_clip, "maxItems": per_clip})))
 
 
 SYSTEM = ("You write multiple-choice questions for a listening test about audio clips. A question must need "
@@ -75,7 +83,7 @@ def question_messages(clip: Clip, per_clip: int) -> list[dict[str, Any]]:
             f"the correct option as the answer. Set task to sound, music or speech and category to one of its "
             f"families ({families}). Do not make the correct option the only one that repeats words of the "
             f"question, nor clearly the longest; no catch-all options such as 'all of the above'.\n"
-            f"{schema_instructions(QuestionSet)}")
+            f"{schema_instructions(question_set(per_clip))}")
     return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": user}]
 
 
@@ -129,7 +137,10 @@ def clip_items(clip: Clip, audio: AudioRef | None, qs: QuestionSet, locator: str
 
 async def _clip_job(client: LLMClient, locator: str, clip: Clip, audio: AudioRef | None,
                     per_clip: int) -> list[Item | Quarantine]:
-    outcome = await client.ask(question_messages(clip, per_clip), schema=QuestionSet, check=set_check(per_clip))
+    outcome = await client.ask(question_messages(clip, per_clip), schema=question_set(per_clip),
+                               check=set_check(per_clip))
+    if outcome.transient:  # the server never answered: nothing stored, the next run asks again
+        return []
     if not outcome.ok:
         return [Quarantine(source=clip.source, locator=locator, reason=outcome.reason, message=outcome.message)]
     return clip_items(clip, audio, outcome.value, locator, f"llm:{client.config.model}")
@@ -181,6 +192,8 @@ def run_questions(workspace: str | Path, clips: Path | None = None, *, config: L
             ws.upsert(quarantined)
         results.update(clips=len(jobs) + len(bad), items=len(items), quarantined=len(quarantined),
                        reasons=dict(Counter(q.reason for q in quarantined)), llm_usage=usage)
+        if usage:
+            check_transport(usage)
         return dict(results)
 
 

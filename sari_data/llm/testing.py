@@ -1,7 +1,8 @@
 """A small OpenAI-compatible chat-completions server on 127.0.0.1, for tests and benchmarks.
 
 A `responder(request_body) -> Reply` decides each answer, so a test can script well-formed
-replies, malformed JSON, refusals, 429 storms, 500s and slow replies, all through the real SDK.
+replies, malformed JSON, refusals, 429 storms, 500s with an error message, slow replies and dropped
+connections (a server restarting), all through the real SDK.
 Every request is logged (body and whether it carried the expected bearer token).
 
     python -m sari_data.llm.testing --latency 0.2     # prints the base URL, serves until killed
@@ -28,6 +29,7 @@ class Reply:
     headers: dict[str, str] = field(default_factory=dict)
     raw: bytes | None = None  # send these bytes as the body instead of a chat completion
     finish_reason: str = "stop"
+    drop: bool = False  # close the connection without answering (a server going down mid-run)
 
 
 Responder = Callable[[dict[str, Any]], Reply]
@@ -104,6 +106,9 @@ class FakeChatServer:
                 reply = Reply(status=401, content=None) if not auth_ok else server.responder(body)
                 if reply.delay_s:
                     time.sleep(reply.delay_s)
+                if reply.drop:
+                    self.close_connection = True
+                    return
                 if reply.raw is not None:
                     payload = reply.raw
                 elif reply.status == 200:

@@ -14,17 +14,13 @@ from urllib.parse import quote
 
 import pandas as pd
 
-from corpus import browsing
+from corpus import browsing, provenance
 from corpus.records import ChainOfThought, Item
 from corpus.store import Workspace
 from sari_train.prompts import structured_sections
 
 PER_PAGE_DEFAULT, PER_PAGE_MAX = 50, 500
 TRUTH = {"yes": True, "true": True, "1": True, "no": False, "false": False, "0": False}
-# Runs never hold keys, but a provenance dict is free-form: redact anything that looks like one.
-SECRET_NAME = re.compile(r"api[_-]?key|token|secret|passw|authori[sz]ation|credential", re.I)
-SECRET_VALUE = re.compile(r"\b(sk-[\w-]{16,}|hf_\w{16,}|gh[opsu]_\w{16,}|xox[abp]-[\w-]{10,})")
-REDACTED = "[redacted]"
 
 
 class BadRequest(ValueError):
@@ -155,18 +151,6 @@ def runs(ws: Workspace, limit: int = 50) -> list[dict[str, Any]]:
 
 
 def redact(value: Any) -> Any:
-    """A copy with secret-named fields, key-shaped strings and the values of secret flags in argv replaced."""
-    if isinstance(value, dict):
-        return {k: REDACTED if SECRET_NAME.search(str(k)) else redact(v) for k, v in value.items()}
-    if isinstance(value, list):
-        out = []
-        for i, v in enumerate(value):
-            after_flag = i > 0 and isinstance(value[i - 1], str) and value[i - 1].startswith("-") \
-                and SECRET_NAME.search(value[i - 1]) and "=" not in value[i - 1]
-            if isinstance(v, str) and v.startswith("-") and "=" in v and SECRET_NAME.search(v.split("=")[0]):
-                v = v.split("=")[0] + "=" + REDACTED
-            out.append(REDACTED if after_flag else redact(v))
-        return out
-    if isinstance(value, str):
-        return SECRET_VALUE.sub(REDACTED, value)
-    return value
+    """A copy with secret-named fields, URL credentials, key-shaped strings and secret flags' values replaced
+    (run records are redacted when written; this also covers records written before that)."""
+    return provenance.redact(value, by_name=True)

@@ -227,6 +227,7 @@ class Handler(BaseHTTPRequestHandler):
 
 class ViewServer(ThreadingHTTPServer):
     daemon_threads = True
+    request_queue_size = 512  # listen backlog: the default 5 stalls a page that opens many connections at once
 
     def __init__(self, root: Path, host: str = "127.0.0.1", port: int = 8765, verbose: bool = False):
         self.viewer = Viewer(root)  # fails with a WorkspaceError before binding if there is no workspace

@@ -16,6 +16,8 @@ that is missing or left unused is an error, never a silently re-initialised laye
 from __future__ import annotations
 
 import json
+import os
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +26,8 @@ from typing import Any, Literal
 import numpy as np
 import torch
 from transformers import AutoConfig, AutoTokenizer, PreTrainedModel, WhisperFeatureExtractor
+
+from sari_train.config import ConfigError
 
 ModelKind = Literal["qwen2_audio", "qwen2_5_omni_thinker"]
 AUDIO_TOKEN = "<|AUDIO|>"
@@ -54,6 +58,45 @@ class CheckpointError(ValueError):
 
 class AudioInputError(ValueError):
     """Audio inputs and prompt tokens disagree, or a prompt cannot be built without cutting audio."""
+
+
+class ModelLoadError(ConfigError, ValueError):
+    """A --model that is no model folder (missing, empty, a broken config.json); the message says what to pass."""
+
+
+HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
+
+
+def check_model_folder(path: str | Path) -> None:
+    """Refuse, in one line, a path that cannot be a model: missing (unless a hub id when online), a file,
+    a folder without config.json, or a config.json that is not a JSON object."""
+    folder = Path(path)
+    hint = "pass a model folder (e.g. one from `sari-train tiny-model DIR`, or a run's final/)"
+    if not folder.exists():
+        if HUB_ID.match(str(path)) and os.environ.get("HF_HUB_OFFLINE", "0") in ("0", "", "false"):
+            return  # a hub id: transformers downloads it
+        raise ModelLoadError(f"model {path} not found; {hint}")
+    if not folder.is_dir():
+        raise ModelLoadError(f"model {path} is a file; {hint}")
+    config = folder / "config.json"
+    if not config.is_file():
+        raise ModelLoadError(f"{folder} holds no config.json, so it is no model folder; {hint}")
+    try:
+        data = json.loads(config.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as err:
+        raise ModelLoadError(f"{config} is not valid JSON ({err}); {hint}") from None
+    if not isinstance(data, dict) or "model_type" not in data:
+        raise ModelLoadError(f"{config} names no model_type; {hint}")
+
+
+class PromptTooLong(AudioInputError):
+    """A prompt over the model's context (or a set limit): refused before any forward pass."""
+
+    def __init__(self, row: int, tokens: int, limit: int):
+        super().__init__(f"a prompt has {tokens} tokens, over the limit of {limit} (the model's context unless "
+                         f"max_prompt_tokens is set); prompts are never truncated (that would cut inside the "
+                         f"audio span): shorten or skip the item")
+        self.row, self.tokens, self.limit = row, tokens, limit
 
 
 def audio_token_count(mel_frames: int) -> int:
@@ -111,11 +154,15 @@ class AudioLM:
         from sari_train.device import pick
 
         device, dtype = pick(device, dtype)
-        config = AutoConfig.from_pretrained(path)
+        check_model_folder(path)
+        try:
+            config = AutoConfig.from_pretrained(path)
+        except (OSError, ValueError) as err:
+            raise ModelLoadError(f"cannot load the model {path}: {str(err).splitlines()[0]}") from None
         kinds = {"qwen2_audio": "qwen2_audio", "qwen2_5_omni_thinker": "qwen2_5_omni_thinker",
                  "qwen2_5_omni": "qwen2_5_omni_thinker"}
         if config.model_type not in kinds:
-            raise ValueError(f"{path}: model type {config.model_type!r} is not an audio LM we support "
+            raise ModelLoadError(f"{path}: model type {config.model_type!r} is not an audio LM we support "
                              f"({', '.join(kinds)})")
         kind = kinds[config.model_type]
         if config.model_type == "qwen2_audio":
@@ -130,6 +177,12 @@ class AudioLM:
     @property
     def device(self) -> torch.device:
         return self.model.device
+
+    @property
+    def context_length(self) -> int | None:
+        """Positions the language model can attend over (None when its config does not say)."""
+        text_config = getattr(self.model.config, "text_config", self.model.config)
+        return getattr(text_config, "max_position_embeddings", None)
 
     @property
     def window_seconds(self) -> float:
@@ -170,10 +223,9 @@ class AudioLM:
         expanded = [t.replace(AUDIO_TOKEN, AUDIO_TOKEN * n) for t, n in zip(texts, counts)]
         tokens = self.tokenizer(expanded, return_tensors="pt", padding=True, add_special_tokens=False)
         lengths = tokens["attention_mask"].sum(-1)
-        if max_prompt_tokens is not None and int(lengths.max()) > max_prompt_tokens:
-            raise AudioInputError(f"a prompt has {int(lengths.max())} tokens, over max_prompt_tokens="
-                                  f"{max_prompt_tokens}; raise the limit or skip the item (prompts are never "
-                                  f"truncated: that would cut inside the audio span)")
+        limit = max_prompt_tokens or self.context_length
+        if limit is not None and int(lengths.max()) > limit:
+            raise PromptTooLong(int(lengths.argmax()), int(lengths.max()), limit)
         batch = PromptBatch(tokens["input_ids"], tokens["attention_mask"],
                             features["input_features"].to(self.model.dtype), features["attention_mask"])
         self.check_audio_tokens(batch)

@@ -18,7 +18,7 @@ def recipe(path, root, steps=STEPS):
 def test_dirty_avqa_builds_with_every_bad_record_quarantined(tmp_path):
     path, reasons = dirty_avqa(tmp_path)
     records = sum(1 for line in path.read_bytes().splitlines() if line.strip())
-    counts = build(recipe(path, tmp_path / "audio"), tmp_path / "ws", progress=False)
+    counts = build(recipe(path, tmp_path / "audio"), tmp_path / "ws", progress=False, allow_empty=True)
     with Workspace(tmp_path / "ws", read_only=True) as ws:
         quarantine = ws.frame("quarantine")
         items = ws.items()
@@ -36,10 +36,10 @@ def test_dirty_avqa_builds_with_every_bad_record_quarantined(tmp_path):
 
 def test_rebuild_is_idempotent(tmp_path):
     path, _ = dirty_avqa(tmp_path, n_good=4)
-    build(recipe(path, tmp_path / "audio"), tmp_path / "ws", progress=False)
+    build(recipe(path, tmp_path / "audio"), tmp_path / "ws", progress=False, allow_empty=True)
     with Workspace(tmp_path / "ws", read_only=True) as ws:
         first = ([i.model_dump() for i in ws.items()], ws.count("quarantine"))
-    build(recipe(path, tmp_path / "audio"), tmp_path / "ws", progress=False)
+    build(recipe(path, tmp_path / "audio"), tmp_path / "ws", progress=False, allow_empty=True)
     with Workspace(tmp_path / "ws", read_only=True) as ws:
         assert ([i.model_dump() for i in ws.items()], ws.count("quarantine")) == first
 
