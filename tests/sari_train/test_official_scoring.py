@@ -89,7 +89,7 @@ def planted(question: str, choices: list[str], answer: str, n: int) -> str:
 @pytest.fixture
 def planted_model(monkeypatch):
     """No model: `predict` answers from the planted spread, so the test is about scoring only."""
-    monkeypatch.setattr(E.AudioLM, "load", staticmethod(lambda path: None))
+    monkeypatch.setattr(E.AudioLM, "load", staticmethod(lambda path, **_: None))
     monkeypatch.setattr(E, "LocalEngine", lambda lm, batch_size: None)
 
     def predict(engine, items, style, settings, choices=None, desc=""):
