@@ -4,6 +4,7 @@ lengths (left padding) and completions that stop early; also under gradient chec
 
 import copy
 import os
+from datetime import timedelta
 import socket
 
 import pytest
@@ -155,7 +156,7 @@ def _ddp_rank(rank: int, folder: str, port: int, results: dict) -> None:
     """Each of 2 processes takes one micro-batch (its own prompts) through the DDP-wrapped model and
     the shared-prefix forward; DDP averages the gradients in one backward."""
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    torch.distributed.init_process_group("gloo", rank=rank, world_size=2)
+    torch.distributed.init_process_group("gloo", rank=rank, world_size=2, timeout=timedelta(seconds=120))
     torch.set_num_threads(1)
     lm = language_model_only(AudioLM.load(folder))
     ddp = torch.nn.parallel.DistributedDataParallel(lm.model)
