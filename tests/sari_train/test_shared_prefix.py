@@ -4,8 +4,8 @@ lengths (left padding) and completions that stop early; also under gradient chec
 
 import copy
 import os
-from datetime import timedelta
 import socket
+from datetime import timedelta
 
 import pytest
 import torch
