@@ -51,7 +51,11 @@ def swap_models_and_sizes(argv: list[str], llm_url: str, audio_url: str, tiny: P
         rest += (["--model", str(tiny)] if "r1-aqa" in " ".join(rest) else []) + TRAIN_SIZE + GRPO_SIZE
     elif command == "eval":
         rest += ["--max-new-tokens", "8"]
-    elif command in ("build", "publish"):
+    elif command == "build":
+        # The miniature eval sets bring a few of the benchmarks' clips, so most records are quarantined
+        # (missing_audio): a size cut, accepted as such.
+        rest += ["--quiet"] + (["--allow-empty"] if "/eval-" in rest[rest.index("--recipe") + 1] else [])
+    elif command == "publish":
         rest += ["--quiet"]
     return [program, command, *rest]
 
