@@ -24,7 +24,7 @@ from staging_fixtures import lay_out, llm
 
 REPO = Path(__file__).resolve().parents[2]
 TRAIN_SIZE = ["--max-steps", "1", "--eval-limit", "2", "--eval-max-new-tokens", "4", "--dtype", "float32",
-              "--no-tensorboard", "--save-every", "0", "--grad-accum", "1"]
+              "--report-to", "none", "--save-every", "0", "--grad-accum", "1"]
 GRPO_SIZE = ["--num-generations", "2", "--max-completion-length", "8", "--prompts-per-batch", "1"]
 LOCATOR = re.compile(r".+(:\d+|#\d+)$")
 
