@@ -127,7 +127,7 @@ def completion_logits(lm: AudioLM, gen: Generated, model: torch.nn.Module | None
 def train_grpo(config: GRPOConfig) -> dict[str, Any]:
     from accelerate.utils import gather_object
 
-    accelerator = make_accelerator()
+    accelerator = make_accelerator(config.dtype)
     rank, world, device = accelerator.process_index, accelerator.num_processes, accelerator.device
     seed_everything(config.seed)
     explicit = config.prompt.format != "implicit"
@@ -141,9 +141,8 @@ def train_grpo(config: GRPOConfig) -> dict[str, Any]:
         reference = AudioLM.load(config.model, dtype=config.dtype, device=str(device))
         reference.model.requires_grad_(False).eval()
     run = start_run(config, accelerator, sampler, config.max_steps * config.num_iterations)
-    lm, peft_model, model, optimizer, scheduler, log = (run.lm, run.peft_model, run.model, run.optimizer,
-                                                         run.scheduler, run.log)
-    lm.model.eval()  # no dropout in RL: sampling and the loss see the same function
+    lm, peft_model, model, scheduler, log = run.lm, run.peft_model, run.model, run.scheduler, run.log
+    run.policy_mode()  # no dropout in RL: sampling and the loss see the same function
     g, per_micro = config.num_generations, config.prompts_per_batch
     per_rank = per_micro * config.grad_accum
     for step in tqdm(range(run.start + 1, config.max_steps + 1), desc="grpo", initial=run.start,
@@ -152,9 +151,10 @@ def train_grpo(config: GRPOConfig) -> dict[str, Any]:
         # 1. sample: this process's share of the step's prompts, G completions each
         ids = sampler.take(per_rank * world)
         mine = [by_id[i] for i in ids[rank * per_rank:(rank + 1) * per_rank]]
-        groups = [sample_groups(lm, mine[k:k + per_micro], config, reward_fns,
-                                seed=_seed(config.seed, step, rank * config.grad_accum + k // per_micro))
-                  for k in range(0, per_rank, per_micro)]
+        with run.autocast():
+            groups = [sample_groups(lm, mine[k:k + per_micro], config, reward_fns,
+                                    seed=_seed(config.seed, step, rank * config.grad_accum + k // per_micro))
+                      for k in range(0, per_rank, per_micro)]
         zero_std = torch.cat([losses.zero_variance_groups(x.rewards, g) for x in groups]).float()
         metrics = _sums({"reward": groups_cat(groups, "rewards"), "frac_reward_zero_std": zero_std})
         stage = sampler.stage(ids)
@@ -178,8 +178,7 @@ def train_grpo(config: GRPOConfig) -> dict[str, Any]:
         # 4. μ update passes over the micro-batches
         for _ in range(config.num_iterations):
             for k, x in enumerate(groups):
-                sync = k == len(groups) - 1
-                with nullcontext() if sync else accelerator.no_sync(model):
+                with run.micro_batch(last=k == len(groups) - 1):
                     logits = completion_logits(lm, x.generated, model)
                     logp = losses.token_logprobs(logits, x.generated.completion_ids, config.temperature)
                     loss, stats = losses.policy_loss(
@@ -189,7 +188,7 @@ def train_grpo(config: GRPOConfig) -> dict[str, Any]:
                         kl_estimator=config.kl_estimator, max_completion_length=config.max_completion_length,
                         step_tokens=step_tokens, kl_ratio_weight=config.kl_ratio_weight)
                     # dapo already divides by the step's tokens; the others average the micro-batches
-                    (loss if config.loss_type == "dapo" else loss / len(groups)).backward()
+                    run.backward(loss if config.loss_type == "dapo" else loss / len(groups))
                 mask = x.generated.completion_mask.float()
                 stats["entropy"] = torch.stack([(losses.token_entropy(logits, config.temperature) * mask).sum(),
                                                 mask.sum()])
@@ -197,11 +196,7 @@ def train_grpo(config: GRPOConfig) -> dict[str, Any]:
                 stats["loss"] = torch.stack([scaled, torch.tensor(1.0 / len(groups))])  # the step's objective
                 for key, value in stats.items():
                     metrics[key] = metrics.get(key, torch.zeros(2)) + value.detach().cpu()
-            grad_norm = (torch.nn.utils.clip_grad_norm_(lm.model.parameters(), config.max_grad_norm)
-                         if config.max_grad_norm else torch.tensor(float("nan")))
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
+            grad_norm = run.step()  # clip → optimizer step → schedule → zero grads
         # 5. curriculum feedback and logs
         for item_id, rate in gather_object([(e.id, float(x.correct[i * g:(i + 1) * g].mean()))
                                             for x in groups for i, e in enumerate(x.examples)]):
