@@ -5,8 +5,9 @@ scheduler, sampler, RNG states of every rank, step).
 
 Mixed precision: with `dtype: bfloat16` (or float16) the weights being trained are kept in
 float32 (the "master weights": AdamW's small updates would round away in bf16) and every forward
-pass runs under autocast in `dtype`; frozen weights stay in `dtype`. Generation runs in one
-autocast region, so each weight is cast once per rollout, not once per token.
+pass runs under autocast in `dtype` (accelerate wraps the model's forward, so generation is
+covered too); frozen weights stay in `dtype`. FSDP2 and DeepSpeed cast the gathered shards
+themselves.
 
 Sharding: the model, optimizer and scheduler all go through `accelerator.prepare`, so the same
 code runs as one process, DDP, FSDP2 or DeepSpeed ZeRO-3 (`accelerate launch --config_file
@@ -94,10 +95,11 @@ def load_policy(config: TrainConfig, device: torch.device, train_audio: bool = F
     """The model to train, and its PEFT wrapper when LoRA is on (else None).
 
     The audio tower and projector stay frozen unless `train_audio`; the Omni thinker's vision
-    tower and the audio encoder's position table are never trained. Trained weights are float32
-    (master weights), frozen ones stay in `config.dtype`. `start_from` is a full-weights
-    checkpoint to resume from."""
-    lm = AudioLM.load(start_from or config.model, dtype=config.dtype, device=str(device))
+    tower and the audio encoder's position table are never trained. The weights being trained are
+    read at float32 (the master weights: unrounded, so small updates add up and, off the bf16
+    grid, show in the autocast forward in proportion); frozen ones are kept in `config.dtype`.
+    `start_from` is a full-weights checkpoint to resume from."""
+    lm = AudioLM.load(start_from or config.model, dtype="float32")  # on CPU: the frozen part shrinks first
     for name, param in lm.model.named_parameters():
         audio_path = ".audio_tower." in f".{name}" or "multi_modal_projector" in name
         fixed = "visual" in name or "embed_positions" in name  # Whisper's position table is not learned
@@ -108,9 +110,11 @@ def load_policy(config: TrainConfig, device: torch.device, train_audio: bool = F
 
         lora = LoraConfig(r=config.lora.r, lora_alpha=config.lora.alpha, lora_dropout=config.lora.dropout,
                           target_modules=config.lora.target_modules)
-        peft_model = get_peft_model(lm.model, lora)  # injects adapters into lm.model in place
-    for param in trainable(lm.model):
-        param.data = param.data.float()
+        peft_model = get_peft_model(lm.model, lora)  # injects float32 adapters into lm.model in place
+    for param in lm.model.parameters():
+        if not param.requires_grad:
+            param.data = param.data.to(getattr(torch, config.dtype))
+    lm.model.to(device)
     if config.gradient_checkpointing:
         # non-reentrant, and the input embeddings' output requires grad, so frozen layers before
         # the first trained one (LoRA, frozen audio tower) still pass gradients through
@@ -192,10 +196,8 @@ def held_out_accuracy(lm: AudioLM, examples: list[Example], root: Path, style: P
     if shard:
         settings = SamplingSettings(k=1, temperature=0.0, max_new_tokens=max_new_tokens)
         state = torch.get_rng_state()  # the engine seeds torch; leave the training stream untouched
-        with accelerator.autocast():
-            texts = LocalEngine(lm, batch_size=batch_size).sample(
-                [messages(e.question, e.choices, style) for e in shard], [waveform(root, e) for e in shard],
-                settings).texts
+        texts = LocalEngine(lm, batch_size=batch_size).sample(
+            [messages(e.question, e.choices, style) for e in shard], [waveform(root, e) for e in shard], settings).texts
         torch.set_rng_state(state)
         answers, shard = [group[0] for group in texts][:counted], shard[:counted]
         counts += torch.tensor([sum(exact_match(a, e.answer) for a, e in zip(answers, shard)),
@@ -327,10 +329,6 @@ class Run:
         self.optimizer.zero_grad(set_to_none=True)
         norm = getattr(norm, "full_tensor", lambda: norm)()  # a DTensor under FSDP
         return float("nan") if norm is None else float(norm)
-
-    def autocast(self) -> Any:
-        """One autocast region for generation: weights are cast once, not once per token."""
-        return self.accelerator.autocast()
 
     def policy_mode(self) -> None:
         """Eval mode (no dropout: sampling and the loss see the same function). Under gradient

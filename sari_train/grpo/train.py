@@ -151,10 +151,9 @@ def train_grpo(config: GRPOConfig) -> dict[str, Any]:
         # 1. sample: this process's share of the step's prompts, G completions each
         ids = sampler.take(per_rank * world)
         mine = [by_id[i] for i in ids[rank * per_rank:(rank + 1) * per_rank]]
-        with run.autocast():
-            groups = [sample_groups(lm, mine[k:k + per_micro], config, reward_fns,
-                                    seed=_seed(config.seed, step, rank * config.grad_accum + k // per_micro))
-                      for k in range(0, per_rank, per_micro)]
+        groups = [sample_groups(lm, mine[k:k + per_micro], config, reward_fns,
+                                seed=_seed(config.seed, step, rank * config.grad_accum + k // per_micro))
+                  for k in range(0, per_rank, per_micro)]
         zero_std = torch.cat([losses.zero_variance_groups(x.rewards, g) for x in groups]).float()
         metrics = _sums({"reward": groups_cat(groups, "rewards"), "frac_reward_zero_std": zero_std})
         stage = sampler.stage(ids)
