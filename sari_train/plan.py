@@ -221,7 +221,7 @@ def memory_per_gpu(d: Dims, work: Workload, strategy: str, gpus: int, lora_rank:
         optimizer = trained * 8 / shards
     if strategy != "ddp":
         weights += 2 * decoder_layer_params(d) * low  # the layers gathered for compute (one in flight, one prefetched)
-    gradients = trained * 4 * (2 if strategy == "ddp" else 1) / shards
+    gradients = trained * 4 * (2 if strategy == "ddp" and gpus > 1 else 1) / shards  # DDP buckets
     if work.reference and not lora_rank:  # under LoRA the reference is the base with adapters off
         weights += counts.total * low
 

@@ -286,6 +286,16 @@ def step_of(folder: Path) -> int:
     return int(match.group(1)) if match else 0
 
 
+def gathered(state: Any) -> Any:
+    """`state` with every DTensor replaced by its full tensor on CPU (torch leaves them sharded on a
+    CPU mesh). A collective when there are any: every process calls it on the same structure."""
+    if isinstance(state, dict):
+        return {k: gathered(v) for k, v in state.items()}
+    if isinstance(state, (list, tuple)):
+        return type(state)(gathered(v) for v in state)
+    return state.full_tensor().cpu() if hasattr(state, "full_tensor") else state
+
+
 # --- one run: set-up, the optimizer step, eval, checkpoints, finish -------------------------------
 
 @dataclass
@@ -354,7 +364,7 @@ class Run:
     def full_weights(self) -> dict[str, torch.Tensor]:
         """Every weight at full precision under its (PEFT) name, on CPU, on the main process (empty
         elsewhere). Gathered from the shards under FSDP / ZeRO-3: every process must call it."""
-        weights = self.accelerator.get_state_dict(self.model)
+        weights = gathered(self.accelerator.get_state_dict(self.model))
         return {k: v.detach().cpu() for k, v in weights.items()} if self.accelerator.is_main_process else {}
 
     def save(self, folder: Path, weights: dict[str, torch.Tensor]) -> Path:
@@ -392,8 +402,8 @@ class Run:
         if self.accelerator.is_fsdp2:  # the moments of every shard, gathered (a collective)
             from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
 
-            return get_optimizer_state_dict(self.model, self.optimizer.optimizer,
-                                            options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+            return gathered(get_optimizer_state_dict(self.model, self.optimizer.optimizer,
+                                                     options=StateDictOptions(full_state_dict=True, cpu_offload=True)))
         if self.accelerator.distributed_type.value == "DEEPSPEED":
             return None  # in the engine's own checkpoint (save_state)
         return self.optimizer.state_dict()
