@@ -63,7 +63,7 @@ def step(model_dir: str, dtype: str, checkpointing: bool, batch: int, queue: mp.
     model, optimizer, scheduler = accelerator.prepare(lm.model, optimizer, scheduler)
     messages = [{"role": "user", "content": [{"type": "audio"}, {"type": "text", "text": "Which tone is higher?"}]}]
     prompt = lm.encode_prompts([messages] * batch, [np.zeros(16000 * 30, dtype=np.float32)] * batch)
-    completion = torch.randint(0, 1000, (batch, 64))
+    completion = torch.randint(100, 1000, (batch, 64))  # ordinary tokens: no special or audio ids
     ids = torch.cat([prompt.input_ids, completion], 1)
     labels = torch.cat([torch.full_like(prompt.input_ids, -100), completion], 1)
     peak, running = [process.memory_info().rss], True
