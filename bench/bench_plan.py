@@ -4,9 +4,9 @@
 
 The model has the real architecture and vocabulary (Qwen2AudioForConditionalGeneration, 156,032
 tokens, a 30-s audio window: 750 audio tokens a prompt) but narrow, shallow layers. What is
-measured: the resident set of a fresh child process, sampled every 2 ms through one optimizer
-step (forward, backward, AdamW's first step, which allocates its moments), minus its resident
-set before the model was loaded. Printed side by side with the plan's total for one GPU (no DDP
+measured: the resident set of a fresh child process, sampled every 2 ms through two optimizer
+steps (forward, backward, AdamW step; the second runs with AdamW's moments allocated), minus
+its resident set before the model was loaded. Printed side by side with the plan's total for one GPU (no DDP
 buckets with one process); the plan should be within 20 %.
 """
 
@@ -76,12 +76,15 @@ def step(model_dir: str, dtype: str, checkpointing: bool, batch: int, queue: mp.
     thread = threading.Thread(target=sample)
     thread.start()
     model.train()
-    out = model(input_ids=ids, attention_mask=torch.ones_like(ids), input_features=prompt.input_features,
-                feature_attention_mask=prompt.feature_attention_mask, use_cache=False)
-    loss, _ = completion_loss(out.logits, labels)
-    del out
-    accelerator.backward(loss)
-    optimizer.step()
+    for _ in range(2):  # the second step holds AdamW's moments through forward and backward
+        out = model(input_ids=ids, attention_mask=torch.ones_like(ids), input_features=prompt.input_features,
+                    feature_attention_mask=prompt.feature_attention_mask, use_cache=False)
+        loss, _ = completion_loss(out.logits, labels)
+        del out
+        accelerator.backward(loss)
+        del loss
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
     running = False
     thread.join()
     queue.put((max(peak) - base, prompt.input_ids.shape[1], completion.shape[1]))
@@ -95,7 +98,7 @@ def main() -> None:
         model_dir = str(build(Path(tmp) / "model"))
         dims = plan.load_dims(model_dir)
         print(f"model: {plan.parameter_counts(dims).total / 1e6:.1f}M parameters (vocab {dims.vocab}, hidden "
-              f"{dims.hidden}, {dims.layers} layers); one SFT step, batch {batch}")
+              f"{dims.hidden}, {dims.layers} layers); two SFT steps, batch {batch}")
         print(f"{'dtype':>9} {'ckpt':>5} {'tokens':>7} {'measured MiB':>13} {'plan MiB':>9} {'plan/measured':>14}")
         for dtype in ("float32", "bfloat16"):
             for checkpointing in (False, True):

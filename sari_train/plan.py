@@ -15,12 +15,16 @@ thinker's vision tower. Memory per GPU is arithmetic on those counts and the pre
 - activations: what autograd keeps for one micro-batch (sequences × tokens): per token and decoder
   layer 34·H + 8·I bytes under bf16 autocast, 40·H + 16·I in float32 (measured: saved-tensor
   bytes of a Qwen2 layer; flash/efficient attention keeps no T×T matrices), or 4·H with
-  gradient checkpointing plus one layer recomputed; the logits and their loss 16·V bytes a token;
-  under DDP mixed precision the bf16 copies autocast makes of the trained weights (2 bytes each).
+  gradient checkpointing plus one layer recomputed; the logits, their shifted copy and the
+  log-softmax kept for the loss, 12·V bytes a token; under DDP mixed precision the bf16 copies
+  autocast makes of the trained weights (2 bytes each).
 - rollout KV cache (GRPO): keys and values of every layer for prompts × G sequences of prompt +
   completion tokens, in the compute dtype.
 
-A GPU "fits" when the total is within 90 % of its memory (the rest: CUDA context, allocator
+The peak ("total") is weights + optimizer + the largest of activations, gradients and KV cache:
+they come at different times (rollouts before the loss, activations through the forward pass,
+gradients as the backward pass frees the activations; `zero_grad` drops them before the next
+step). A GPU "fits" when the peak is within 90 % of its memory (the rest: CUDA context, allocator
 fragmentation). `bench/bench_plan.py` checks the arithmetic against measured peaks on CPU.
 """
 
@@ -231,7 +235,7 @@ def memory_per_gpu(d: Dims, work: Workload, strategy: str, gpus: int, lora_rank:
         layers = tokens * (4 * d.layers * d.hidden + per_layer_token)
     else:
         layers = tokens * d.layers * per_layer_token
-    activations = layers + tokens * 16 * d.vocab
+    activations = layers + tokens * 12 * d.vocab
     if strategy == "ddp" and work.mixed:
         activations += trained * 2  # autocast's bf16 copies of the trained weights
 
@@ -241,8 +245,13 @@ def memory_per_gpu(d: Dims, work: Workload, strategy: str, gpus: int, lora_rank:
             "kv_cache": kv_cache}
 
 
+def peak(parts: dict[str, float]) -> float:
+    """Bytes at the high-water mark: activations, gradients and rollout cache do not coexist."""
+    return parts["weights"] + parts["optimizer"] + max(parts["activations"], parts["gradients"], parts["kv_cache"])
+
+
 def fits(parts: dict[str, float], gpu_memory_gib: float) -> bool:
-    return sum(parts.values()) <= HEADROOM * gpu_memory_gib * GiB
+    return peak(parts) <= HEADROOM * gpu_memory_gib * GiB
 
 
 # --- a preset's workload and the table ------------------------------------------------------------
@@ -280,7 +289,7 @@ def plan_rows(d: Dims, work: Workload, gpus: int, gpu_memory_gib: float, lora_ra
                 rows.append({"strategy": strategy, "lora": f"r={rank}" if rank else "-",
                              "ckpt": "yes" if checkpointing else "-",
                              **{k: round(v / GiB, 1) for k, v in parts.items()},
-                             "total": round(sum(parts.values()) / GiB, 1),
+                             "total": round(peak(parts) / GiB, 1),
                              "fits": "yes" if fits(parts, gpu_memory_gib) else "no"})
     return rows
 
@@ -304,7 +313,7 @@ def describe(model: str, d: Dims, work: Workload, stage: str, gpus: int, gpu_mem
             f"{f', rollouts of {work.rollout_prompts} prompt(s) × G={work.generations}' if stage == 'grpo' else ''}, "
             f"{'bf16 autocast over float32 master weights' if work.mixed else 'float32'}"
             f"{', reference model on every GPU' if work.reference else ''}\n"
-            f"per GPU in GiB on {gpus} × {gpu_memory_gib:g} GiB (fits: total ≤ {HEADROOM:.0%} of a GPU):")
+            f"per GPU in GiB on {gpus} × {gpu_memory_gib:g} GiB (total: the peak; fits: total ≤ {HEADROOM:.0%} of a GPU):")
     return head + "\n" + format_table(plan_rows(d, work, gpus, gpu_memory_gib)) + "\n"
 
 

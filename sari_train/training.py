@@ -459,6 +459,9 @@ def start_run(config: TrainConfig, accelerator: Any, sampler: Any, updates: int,
         sampler.load_state_dict(state["sampler"])
         start = step_of(checkpoint)
     optimizer, scheduler = optimizer_and_schedule(lm.model, config, updates)
+    if accelerator.distributed_type.value == "DEEPSPEED":  # we feed the batches; the engine only books sizes
+        accelerator.state.deepspeed_plugin.deepspeed_config.update(
+            train_micro_batch_size_per_gpu=1, gradient_accumulation_steps=1, train_batch_size=accelerator.num_processes)
     model, optimizer, scheduler = accelerator.prepare(lm.model, optimizer, scheduler)
     log = MetricsLog(config.out, accelerator.is_main_process, resume_step=start if checkpoint else None,
                      tensorboard=config.tensorboard)

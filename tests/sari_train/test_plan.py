@@ -51,7 +51,8 @@ def test_memory_by_hand():
     assert ddp["gradients"] == lm * 4 * 2  # + DDP's buckets
     assert ddp["optimizer"] == lm * 8
     tokens = 2 * 4
-    assert ddp["activations"] == tokens * 2 * (34 * 8 + 8 * 16) + tokens * 16 * 100 + lm * 2
+    assert ddp["activations"] == tokens * 2 * (34 * 8 + 8 * 16) + tokens * 12 * 100 + lm * 2
+    assert plan.peak(ddp) == ddp["weights"] + ddp["optimizer"] + max(ddp["activations"], ddp["gradients"])
     assert ddp["kv_cache"] == 0
     fsdp = plan.memory_per_gpu(TINY, work, "fsdp", gpus=4)
     assert fsdp["weights"] == (lm * 4 + (total - lm) * 2) / 4 + 2 * 608 * 2
@@ -59,7 +60,7 @@ def test_memory_by_hand():
     zero3 = plan.memory_per_gpu(TINY, work, "zero3", gpus=4)
     assert zero3["optimizer"] == lm * 12 / 4
     ckpt = plan.memory_per_gpu(TINY, work, "fsdp", gpus=4, checkpointing=True)
-    assert ckpt["activations"] == tokens * (4 * 2 * 8 + 34 * 8 + 8 * 16) + tokens * 16 * 100
+    assert ckpt["activations"] == tokens * (4 * 2 * 8 + 34 * 8 + 8 * 16) + tokens * 12 * 100
     grpo = plan.Workload(sequences=4, prompt_tokens=3, completion_tokens=1, rollout_prompts=1, generations=4,
                          reference=True)
     parts = plan.memory_per_gpu(TINY, grpo, "ddp", gpus=1)
