@@ -2,8 +2,10 @@
 
     python bench/bench_plan.py                 # float32 and bfloat16, with and without checkpointing
 
-The model has the real architecture and vocabulary (Qwen2AudioForConditionalGeneration, 156,032
-tokens, a 30-s audio window: 750 audio tokens a prompt) but narrow, shallow layers. What is
+The models have the real architecture (Qwen2AudioForConditionalGeneration, a 30-s audio window:
+750 audio tokens a prompt) with narrow, shallow layers: one with the real 156,032-token
+vocabulary (the logits dominate), one with a small vocabulary and more layers (the decoder
+layers' activations dominate, so checkpointing shows). What is
 measured: the resident set of a fresh child process, sampled every 2 ms through two optimizer
 steps (forward, backward, AdamW step; the second runs with AdamW's moments allocated), minus
 its resident set before the model was loaded. Printed side by side with the plan's total for one GPU (no DDP
@@ -24,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
-def build(folder: Path, hidden: int = 256, layers: int = 4) -> Path:
+def build(folder: Path, hidden: int = 256, layers: int = 4, vocab: int | None = 156032) -> Path:
     import torch
     from transformers import Qwen2AudioConfig, Qwen2AudioForConditionalGeneration
 
@@ -34,7 +36,8 @@ def build(folder: Path, hidden: int = 256, layers: int = 4) -> Path:
     config = Qwen2AudioConfig(
         audio_config=dict(model_type="qwen2_audio_encoder", d_model=64, encoder_layers=1, encoder_attention_heads=2,
                           encoder_ffn_dim=128, num_mel_bins=128, max_source_positions=1500),
-        text_config=dict(model_type="qwen2", vocab_size=156032, hidden_size=hidden, intermediate_size=3 * hidden,
+        text_config=dict(model_type="qwen2", vocab_size=vocab or len(tokenizer), hidden_size=hidden,
+                         intermediate_size=3 * hidden,
                          num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=4,
                          pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id),
         audio_token_index=tokenizer.convert_tokens_to_ids("<|AUDIO|>"))
@@ -90,14 +93,23 @@ def step(model_dir: str, dtype: str, checkpointing: bool, batch: int, queue: mp.
     queue.put((max(peak) - base, prompt.input_ids.shape[1], completion.shape[1]))
 
 
+# (vocab, hidden, layers, batch): the real vocabulary, where the logits dominate; then the tiny
+# tokenizer's vocabulary with deeper layers and a bigger batch, where the decoder layers do.
+MODELS = ((156032, 256, 4, 1), (None, 256, 8, 3))
+
+
 def main() -> None:
+    for vocab, hidden, layers, batch in MODELS:
+        compare(vocab, hidden, layers, batch)
+
+
+def compare(vocab: int | None, hidden: int, layers: int, batch: int) -> None:
     from sari_train import plan
 
-    batch = 1
     with tempfile.TemporaryDirectory() as tmp:
-        model_dir = str(build(Path(tmp) / "model"))
+        model_dir = str(build(Path(tmp) / "model", hidden, layers, vocab))
         dims = plan.load_dims(model_dir)
-        print(f"model: {plan.parameter_counts(dims).total / 1e6:.1f}M parameters (vocab {dims.vocab}, hidden "
+        print(f"\nmodel: {plan.parameter_counts(dims).total / 1e6:.1f}M parameters (vocab {dims.vocab}, hidden "
               f"{dims.hidden}, {dims.layers} layers); two SFT steps, batch {batch}")
         print(f"{'dtype':>9} {'ckpt':>5} {'tokens':>7} {'measured MiB':>13} {'plan MiB':>9} {'plan/measured':>14}")
         for dtype in ("float32", "bfloat16"):
@@ -109,8 +121,8 @@ def main() -> None:
                 child.join()
                 work = plan.Workload(sequences=batch, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
                                      mixed=dtype != "float32")
-                estimate = sum(plan.memory_per_gpu(dims, work, "ddp", gpus=1, checkpointing=checkpointing).values())
-                print(f"{dtype:>9} {'yes' if checkpointing else '-':>5} {prompt_tokens + completion_tokens:>7} "
+                estimate = plan.peak(plan.memory_per_gpu(dims, work, "ddp", gpus=1, checkpointing=checkpointing))
+                print(f"{dtype:>9} {'yes' if checkpointing else '-':>5} {batch * (prompt_tokens + completion_tokens):>7} "
                       f"{measured / 2**20:>13.0f} {estimate / 2**20:>9.0f} {estimate / measured:>14.2f}")
 
 
