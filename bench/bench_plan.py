@@ -8,7 +8,10 @@ vocabulary (the logits dominate), one with a small vocabulary and more layers (t
 layers' activations dominate, so checkpointing shows). What is
 measured: the resident set of a fresh child process, sampled every 2 ms through two optimizer
 steps (forward, backward, AdamW step; the second runs with AdamW's moments allocated), minus
-its resident set before the model was loaded. Printed side by side with the plan's total for one GPU (no DDP
+its resident set once the libraries are imported, before the model is loaded, and minus the
+batch's own tensors (log-mels, ids: not in the plan) (glibc told to
+return freed memory, so the resident set follows live tensors). Printed side by side with the
+plan's total for one GPU (no DDP
 buckets with one process); the plan should be within 20 %.
 """
 
@@ -24,6 +27,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# glibc keeps freed blocks (and raises its mmap threshold as big blocks come and go), so the
+# resident set would stay at old high-water marks; fixed low thresholds make it follow what is live.
+os.environ.update(MALLOC_MMAP_THRESHOLD_="65536", MALLOC_TRIM_THRESHOLD_="65536")
 
 
 def build(folder: Path, hidden: int = 256, layers: int = 4, vocab: int | None = 156032) -> Path:
@@ -54,21 +60,25 @@ def step(model_dir: str, dtype: str, checkpointing: bool, batch: int, queue: mp.
     import torch
 
     torch.set_num_threads(1)
+    from transformers import Qwen2AudioForConditionalGeneration  # noqa: F401  (imported before the baseline)
+
     from sari_train.sft import completion_loss
     from sari_train.training import TrainConfig, load_policy, make_accelerator, optimizer_and_schedule
 
     process = psutil.Process()
-    base = process.memory_info().rss
+    base = process.memory_info().rss  # libraries loaded: what follows is the model, its state and the step
     config = TrainConfig(model=model_dir, workspace=Path("."), dtype=dtype, gradient_checkpointing=checkpointing)
     accelerator = make_accelerator(dtype)
     lm, _ = load_policy(config, accelerator.device)
     optimizer, scheduler = optimizer_and_schedule(lm.model, config, 10)
     model, optimizer, scheduler = accelerator.prepare(lm.model, optimizer, scheduler)
     messages = [{"role": "user", "content": [{"type": "audio"}, {"type": "text", "text": "Which tone is higher?"}]}]
+    before_inputs = process.memory_info().rss
     prompt = lm.encode_prompts([messages] * batch, [np.zeros(16000 * 30, dtype=np.float32)] * batch)
     completion = torch.randint(100, 1000, (batch, 64))  # ordinary tokens: no special or audio ids
     ids = torch.cat([prompt.input_ids, completion], 1)
     labels = torch.cat([torch.full_like(prompt.input_ids, -100), completion], 1)
+    base += process.memory_info().rss - before_inputs  # the batch itself (mels, ids) is not in the plan
     peak, running = [process.memory_info().rss], True
 
     def sample() -> None:
