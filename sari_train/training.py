@@ -122,6 +122,19 @@ def load_policy(config: TrainConfig, device: torch.device, train_audio: bool = F
     return lm, peft_model
 
 
+def policy_mode(model: torch.nn.Module, checkpointing: bool) -> None:
+    """Eval mode for RL (no dropout: sampling and the loss see the same function). Under gradient
+    checkpointing the language model's layers keep their own training flag, which is what turns
+    recomputation on (their sub-modules stay in eval)."""
+    from transformers.modeling_layers import GradientCheckpointingLayer
+
+    model.eval()
+    if checkpointing:
+        for name, module in model.named_modules():
+            if isinstance(module, GradientCheckpointingLayer) and "language_model" in name:
+                module.training = True
+
+
 def trainable(model: torch.nn.Module) -> list[torch.nn.Parameter]:
     return [p for p in model.parameters() if p.requires_grad]
 
@@ -341,16 +354,7 @@ class Run:
         return float("nan") if norm is None else float(norm)
 
     def policy_mode(self) -> None:
-        """Eval mode (no dropout: sampling and the loss see the same function). Under gradient
-        checkpointing the language model's layers keep their own training flag, which is what
-        turns recomputation on (their sub-modules stay in eval)."""
-        from transformers.modeling_layers import GradientCheckpointingLayer
-
-        self.lm.model.eval()
-        if self.config.gradient_checkpointing:
-            for name, module in self.lm.model.named_modules():
-                if isinstance(module, GradientCheckpointingLayer) and "language_model" in name:
-                    module.training = True
+        policy_mode(self.lm.model, self.config.gradient_checkpointing)
 
     # --- eval, saving ---
 
