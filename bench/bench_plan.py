@@ -1,4 +1,4 @@
-"""`sari-train plan`'s arithmetic against measured peak memory of one SFT step on CPU.
+"""`sari-train plan`'s arithmetic against measured peak memory of two SFT steps on CPU.
 
     python bench/bench_plan.py                 # float32 and bfloat16, with and without checkpointing
 
