@@ -10,7 +10,7 @@ from sari_train.config import ConfigError
 from sari_train.grpo.train import GRPOConfig, train_grpo
 from sari_train.models.adapter import AudioLM
 from sari_train.sft import SFTConfig, train_sft
-from sari_train.training import lr_factor
+from sari_train.training import load_plain, lr_factor
 
 
 def test_lr_factor_by_hand():
@@ -81,7 +81,7 @@ def test_bfloat16_lora_resume_restores_the_float32_master_weights(tiny_model_dir
                        batch_size=4, eval_split=None, tensorboard=False, dtype="bfloat16", lora=LoraSettings(r=4))
     whole, resumed = kill_and_resume(train_sft, config, tmp_path, at=2)
     assert resumed == whole and len(whole) == 4
-    state = torch.load(tmp_path / "whole" / "checkpoints" / "step-000002" / "trainer_state.pt", weights_only=False)
+    state = load_plain(tmp_path / "whole" / "checkpoints" / "step-000002" / "trainer_state.pt")
     assert state["weights"] and all(v.dtype == torch.float32 and "lora_" in k for k, v in state["weights"].items())
 
 
