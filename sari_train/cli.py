@@ -12,6 +12,7 @@
     sari-train experiment --config pipelines/experiments/ablations.yaml       # SARI's ablations, several seeds
     sari-train sft --dataset me/sari-corpus:sft --model models/tiny-qwen2-audio   # from a Hub dataset or folder
     sari-train push runs/grpo me/sari-grpo                                    # final model + model card to the Hub
+    sari-train plan --config pipelines/train/sari-qwen2-audio.yaml --gpus 8 --gpu-memory 80   # memory per GPU
 
 Each subcommand parses a typed config (YAML via --config, then flags), calls one function, prints.
 """
@@ -144,6 +145,27 @@ def cmd_experiment(args: argparse.Namespace) -> None:
     print(f"\nresults.csv, table.md and accuracy.png written to {config.out}")
 
 
+def cmd_plan(args: argparse.Namespace) -> None:
+    import yaml
+
+    from sari_train import plan
+
+    path = Path(args.config)
+    if not path.exists():
+        raise ConfigError(f"config file {path} not found (presets live in pipelines/train/)")
+    stages = plan.preset_stages(yaml.safe_load(path.read_text()) or {})
+    for stage in [args.stage] if args.stage else list(stages):
+        if stage not in stages:
+            raise ConfigError(f"{path} has no {stage} stage (it has: {', '.join(stages)})")
+        try:
+            model = args.model or plan.stage_model(stages, stage)
+            dims = plan.load_dims(model)
+        except ValueError as err:
+            raise ConfigError(str(err)) from err
+        work = plan.workload(stage, stages[stage], args.clip_seconds, args.text_tokens, args.completion_tokens)
+        print(plan.describe(model, dims, work, stage, args.gpus, args.gpu_memory))
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="sari-train", description=__doc__.split("\n")[0],
                                   formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
@@ -201,6 +223,22 @@ def parser() -> argparse.ArgumentParser:
                                      description=EXPERIMENT_DOC, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_config_flags(experiment, ExperimentConfig)
     experiment.set_defaults(run=cmd_experiment)
+
+    from sari_train.plan import __doc__ as PLAN_DOC
+
+    planner = commands.add_parser("plan", help="GPU memory per device for a preset: DDP / FSDP / ZeRO-3, LoRA, "
+                                  "checkpointing", description=PLAN_DOC, formatter_class=argparse.RawDescriptionHelpFormatter)
+    planner.add_argument("--config", required=True, help="training preset (YAML) (required)")
+    planner.add_argument("--model", help="model folder, config.json, or Qwen/Qwen2-Audio-7B-Instruct | "
+                         "Qwen/Qwen2.5-Omni-7B (default: the preset's)")
+    planner.add_argument("--stage", choices=["sft", "grpo"], help="one stage of a two-stage preset (default: all)")
+    planner.add_argument("--gpus", type=int, default=8, help="GPUs the run shards over (default: 8)")
+    planner.add_argument("--gpu-memory", type=float, default=80, help="GiB per GPU (default: 80)")
+    planner.add_argument("--clip-seconds", type=float, default=30, help="audio per prompt (default: 30 s = 750 tokens)")
+    planner.add_argument("--text-tokens", type=int, default=120, help="prompt tokens besides the audio (default: 120)")
+    planner.add_argument("--completion-tokens", type=int, help="tokens per completion (default: GRPO "
+                         "max_completion_length; SFT 32 for answers, eval_max_new_tokens for chains)")
+    planner.set_defaults(run=cmd_plan)
     return top
 
 

@@ -16,7 +16,6 @@ log → eval → checkpoint.
 from __future__ import annotations
 
 import time
-from contextlib import nullcontext
 from typing import Any
 
 import torch
@@ -62,7 +61,7 @@ def completion_loss(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.T
 
 
 def train_sft(config: SFTConfig) -> dict[str, Any]:
-    accelerator = make_accelerator()
+    accelerator = make_accelerator(config.dtype)
     rank, world = accelerator.process_index, accelerator.num_processes
     seed_everything(config.seed)
     style = config.prompt
@@ -71,7 +70,7 @@ def train_sft(config: SFTConfig) -> dict[str, Any]:
     sampler = CurriculumSampler([e.id for e in examples], mode="random", seed=config.seed)
     by_id = {e.id: e for e in examples}
     run = start_run(config, accelerator, sampler, config.max_steps, train_audio=not config.freeze_audio_tower)
-    lm, model, optimizer, scheduler, log = run.lm, run.model, run.optimizer, run.scheduler, run.log
+    lm, model, scheduler, log = run.lm, run.model, run.scheduler, run.log
 
     per_step = config.batch_size * config.grad_accum * world
     for step in tqdm(range(run.start + 1, config.max_steps + 1), desc="sft", initial=run.start,
@@ -85,17 +84,12 @@ def train_sft(config: SFTConfig) -> dict[str, Any]:
             chunk = [by_id[i] for i in mine[micro * config.batch_size:(micro + 1) * config.batch_size]]
             batch = {k: v.to(accelerator.device) for k, v in sft_batch(lm, chunk, style).items()}
             labels = batch.pop("labels")
-            sync = micro == config.grad_accum - 1
-            with nullcontext() if sync else accelerator.no_sync(model):
+            with run.micro_batch(last=micro == config.grad_accum - 1):
                 loss, n = completion_loss(model(**batch, use_cache=False).logits, labels)
-                (loss / config.grad_accum).backward()
+                run.backward(loss / config.grad_accum)
             total += loss.detach() / config.grad_accum
             tokens += n
-        grad_norm = (torch.nn.utils.clip_grad_norm_(lm.model.parameters(), config.max_grad_norm)
-                     if config.max_grad_norm else torch.tensor(float("nan")))
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
+        grad_norm = run.step()  # clip → optimizer step → schedule → zero grads
 
         if step % config.log_every == 0:
             log.log(step, {"loss": float(accelerator.reduce(total, "mean")), "grad_norm": float(grad_norm),

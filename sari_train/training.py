@@ -1,9 +1,22 @@
 """What SFT and GRPO share: the common config fields, loading the policy (frozen audio path,
-optional LoRA), the learning-rate schedule, greedy held-out accuracy, and checkpoints that resume
-exactly (weights, optimizer, scheduler, sampler, RNG states of every rank, step).
+optional LoRA), mixed precision, the optimizer step through accelerate, the learning-rate
+schedule, greedy held-out accuracy, and checkpoints that resume exactly (weights, optimizer,
+scheduler, sampler, RNG states of every rank, step).
 
-A checkpoint folder is a loadable model (`AudioLM.load(folder)`: merged weights, tokenizer,
-feature extractor) plus `config.yaml`, `trainer_state.pt` and one `rng-<rank>.pt` per process.
+Mixed precision: with `dtype: bfloat16` (or float16) the weights being trained are kept in
+float32 (the "master weights": AdamW's small updates would round away in bf16) and every forward
+pass runs under autocast in `dtype` (accelerate wraps the model's forward, so generation is
+covered too); frozen weights stay in `dtype`. FSDP2 and DeepSpeed cast the gathered shards
+themselves.
+
+Sharding: the model, optimizer and scheduler all go through `accelerator.prepare`, so the same
+code runs as one process, DDP, FSDP2 or DeepSpeed ZeRO-3 (`accelerate launch --config_file
+pipelines/accelerate/...`). Saving gathers the full weights first.
+
+A checkpoint folder is a loadable model (`AudioLM.load(folder)`: merged weights in `dtype`,
+tokenizer, feature extractor) plus `config.yaml`, `trainer_state.pt` (optimizer, scheduler, step,
+and the float32 values of the trained weights when they differ from the saved ones) and one
+`rng-<rank>.pt` per process.
 """
 
 from __future__ import annotations
@@ -11,11 +24,12 @@ from __future__ import annotations
 import copy
 import math
 import pickle
+from contextlib import contextmanager, nullcontext
 import random
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Iterator, Literal
 
 import numpy as np
 import torch
@@ -74,7 +88,10 @@ class TrainConfig(DatasetOptions):
     log_every: int = Field(1, ge=1, description="write metrics every N steps")
     seed: int = Field(0, description="seed of data order, sampling and initialisation")
     resume: bool = Field(False, description="continue from the latest checkpoint in `out`")
-    dtype: Literal["float32", "bfloat16", "float16"] = Field("float32", description="model weights dtype")
+    dtype: Literal["float32", "bfloat16", "float16"] = Field(
+        "float32", description="compute and saved-weights dtype; trained weights stay float32 (mixed precision)")
+    gradient_checkpointing: bool = Field(False, description="recompute activations in the backward pass "
+                                                           "(less memory, about a third more compute)")
     report_to: list[Literal["tensorboard", "wandb", "trackio"]] = Field(
         ["tensorboard"], description="trackers besides metrics.jsonl (TRL's names; `tensorboard: false` drops it)")
     run_name: str | None = Field(None, description="the run's name in trackers (default: the --out folder's name)")
@@ -101,8 +118,11 @@ def load_policy(config: TrainConfig, device: torch.device, train_audio: bool = F
     """The model to train, and its PEFT wrapper when LoRA is on (else None).
 
     The audio tower and projector stay frozen unless `train_audio`; the Omni thinker's vision
-    tower and the audio encoder's position table are never trained. `start_from` is a full-weights checkpoint to resume from."""
-    lm = AudioLM.load(start_from or config.model, dtype=config.dtype, device=str(device))
+    tower and the audio encoder's position table are never trained. The weights being trained are
+    read at float32 (the master weights: unrounded, so small updates add up and, off the bf16
+    grid, show in the autocast forward in proportion); frozen ones are kept in `config.dtype`.
+    `start_from` is a full-weights checkpoint to resume from."""
+    lm = AudioLM.load(start_from or config.model, dtype="float32")  # on CPU: the frozen part shrinks first
     for name, param in lm.model.named_parameters():
         audio_path = ".audio_tower." in f".{name}" or "multi_modal_projector" in name
         fixed = "visual" in name or "embed_positions" in name  # Whisper's position table is not learned
@@ -113,8 +133,29 @@ def load_policy(config: TrainConfig, device: torch.device, train_audio: bool = F
 
         lora = LoraConfig(r=config.lora.r, lora_alpha=config.lora.alpha, lora_dropout=config.lora.dropout,
                           target_modules=config.lora.target_modules)
-        peft_model = get_peft_model(lm.model, lora)  # injects adapters into lm.model in place
+        peft_model = get_peft_model(lm.model, lora)  # injects float32 adapters into lm.model in place
+    for param in lm.model.parameters():
+        if not param.requires_grad:
+            param.data = param.data.to(getattr(torch, config.dtype))
+    lm.model.to(device)
+    if config.gradient_checkpointing:
+        # non-reentrant, and the input embeddings' output requires grad, so frozen layers before
+        # the first trained one (LoRA, frozen audio tower) still pass gradients through
+        lm.model.activation_checkpointing_enable()
     return lm, peft_model
+
+
+def policy_mode(model: torch.nn.Module, checkpointing: bool) -> None:
+    """Eval mode for RL (no dropout: sampling and the loss see the same function). Under gradient
+    checkpointing the language model's layers keep their own training flag, which is what turns
+    recomputation on (their sub-modules stay in eval)."""
+    from transformers.modeling_layers import GradientCheckpointingLayer
+
+    model.eval()
+    if checkpointing:
+        for name, module in model.named_modules():
+            if isinstance(module, GradientCheckpointingLayer) and "language_model" in name:
+                module.training = True
 
 
 def trainable(model: torch.nn.Module) -> list[torch.nn.Parameter]:
@@ -141,12 +182,30 @@ def optimizer_and_schedule(model: torch.nn.Module, config: TrainConfig, updates:
     return optimizer, scheduler
 
 
-def make_accelerator() -> Any:
-    """DDP (or FSDP/DeepSpeed per `accelerate config`) when launched on several processes; without
-    CUDA, several CPU processes talk over gloo (`torchrun --nproc_per_node 2` or `accelerate launch --cpu`)."""
-    from accelerate import Accelerator
+PRECISION = {"float32": "no", "bfloat16": "bf16", "float16": "fp16"}
 
-    return Accelerator(cpu=not torch.cuda.is_available())
+
+def make_accelerator(dtype: str = "float32") -> Any:
+    """DDP, FSDP2 or DeepSpeed (per `accelerate launch --config_file`) when launched on several
+    processes; without CUDA, several CPU processes talk over gloo (`torchrun --nproc_per_node 2`).
+    `dtype` bfloat16/float16 turns on mixed precision (autocast over float32 master weights)."""
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
+    from accelerate.utils import DataLoaderConfiguration
+
+    cpu = not torch.cuda.is_available()
+    if cpu and dtype == "float16":
+        raise ConfigError("dtype float16 needs a GPU (its loss scaling is CUDA-only); use bfloat16 on CPU")
+    AcceleratorState._reset_state()  # each run sets its own precision (experiment runs several in one process)
+    # split_batches: we shard batches ourselves, and it makes the prepared scheduler step once per
+    # optimizer step (not once per process)
+    return Accelerator(cpu=cpu, mixed_precision=PRECISION[dtype],
+                       dataloader_config=DataLoaderConfiguration(split_batches=True))
+
+
+def is_sharded(accelerator: Any) -> bool:
+    """FSDP or DeepSpeed: weights and optimizer state live in pieces across processes."""
+    return accelerator.distributed_type.value in ("FSDP", "DEEPSPEED")
 
 
 def seed_everything(seed: int) -> None:
@@ -161,10 +220,14 @@ def seed_everything(seed: int) -> None:
 def held_out_accuracy(lm: AudioLM, examples: list[Example], style: PromptStyle,
                       max_new_tokens: int, accelerator: Any, batch_size: int = 16) -> dict[str, float]:
     """Greedy answers through the rollout engine; exact match (R1-AQA) and the MMAU rule, in %.
-    Each process answers its share of the items; counts are summed over processes."""
-    was_training = lm.model.training
+    Each process answers an equal share of the items (topped up with uncounted repeats: under
+    FSDP every forward pass is collective); counts are summed over processes."""
+    modes = {module: module.training for module in lm.model.modules()}
     lm.model.eval()
-    shard = examples[accelerator.process_index::accelerator.num_processes]
+    world, rank = accelerator.num_processes, accelerator.process_index
+    shard = examples[rank::world]
+    counted = len(shard)
+    shard += examples[:-(-len(examples) // world) - counted]
     counts = torch.zeros(3, device=accelerator.device)
     if shard:
         settings = SamplingSettings(k=1, temperature=0.0, max_new_tokens=max_new_tokens)
@@ -172,17 +235,18 @@ def held_out_accuracy(lm: AudioLM, examples: list[Example], style: PromptStyle,
         texts = LocalEngine(lm, batch_size=batch_size).sample(
             [messages(e.question, e.choices, style) for e in shard], [e.waveform() for e in shard], settings).texts
         torch.set_rng_state(state)
-        answers = [group[0] for group in texts]
+        answers, shard = [group[0] for group in texts][:counted], shard[:counted]
         counts += torch.tensor([sum(exact_match(a, e.answer) for a, e in zip(answers, shard)),
                                 sum(mmau_match(extract_answer(a), e.answer, e.choices) for a, e in zip(answers, shard)),
                                 len(shard)], dtype=counts.dtype, device=counts.device)
     counts = accelerator.reduce(counts, reduction="sum")
-    lm.model.train(was_training)
+    for module, mode in modes.items():
+        module.training = mode
     n = max(float(counts[2]), 1.0)
     return {"eval/accuracy": 100 * float(counts[0]) / n, "eval/accuracy_mmau": 100 * float(counts[1]) / n}
 
 
-# --- checkpoints ---------------------------------------------------------------------------------
+# --- saving and checkpoints ------------------------------------------------------------------------
 
 def checkpoint_dir(out: Path, step: int) -> Path:
     return out / "checkpoints" / f"step-{step:06d}"
@@ -193,11 +257,33 @@ def latest_checkpoint(out: Path) -> Path | None:
     return found[-1] if found else None
 
 
-def save_model(folder: Path, lm: AudioLM, peft_model: Any, config: BaseModel) -> Path:
-    """A folder `AudioLM.load` can read: merged weights (LoRA folded in), tokenizer, feature extractor."""
+def merge_lora(weights: dict[str, torch.Tensor], scale: float, adapter: str = "default") -> dict[str, torch.Tensor]:
+    """Base-model weights from a LoRA model's state dict: W + scale·B·A in each adapted layer
+    (computed in float32), adapter tensors dropped, `base_layer.` taken out of the names."""
+    merged = {}
+    for name, value in weights.items():
+        if ".lora_" in name:
+            continue
+        if ".base_layer." in name:
+            prefix, leaf = name.split(".base_layer.")
+            a, b = (weights.get(f"{prefix}.lora_{ab}.{adapter}.weight") for ab in "AB")
+            if leaf == "weight" and a is not None:
+                value = (value.float() + scale * (b.float() @ a.float())).to(value.dtype)
+            name = f"{prefix}.{leaf}"
+        merged[name] = value
+    return merged
+
+
+def save_model(folder: Path, lm: AudioLM, weights: dict[str, torch.Tensor], config: TrainConfig) -> Path:
+    """A folder `AudioLM.load` can read: `weights` (full, LoRA already merged) cast to
+    `config.dtype`, the model config saying so, tokenizer, feature extractor, the run's config."""
     folder.mkdir(parents=True, exist_ok=True)
-    model = copy.deepcopy(peft_model).merge_and_unload() if peft_model is not None else lm.model
-    model.save_pretrained(folder)
+    dtype = getattr(torch, config.dtype)
+    lm.model.save_pretrained(folder, state_dict={k: v.to(dtype) if v.is_floating_point() else v
+                                                 for k, v in weights.items()})
+    model_config = copy.deepcopy(lm.model.config)  # save_pretrained wrote the float32 master weights' dtype
+    model_config.dtype = config.dtype
+    model_config.save_pretrained(folder)
     lm.tokenizer.save_pretrained(folder)
     lm.feature_extractor.save_pretrained(folder)
     lm.save_chat_template(folder)
@@ -226,26 +312,6 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def save_checkpoint(out: Path, step: int, lm: AudioLM, peft_model: Any, config: BaseModel, accelerator: Any,
-                    optimizer: torch.optim.Optimizer, scheduler: Any, extra: dict[str, Any]) -> Path:
-    """Everything needed to continue as if never stopped. Rank 0 writes the model and shared state."""
-    folder = checkpoint_dir(out, step)
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        save_model(folder, lm, peft_model, config)
-        lora = ({n: p.detach().cpu() for n, p in lm.model.named_parameters() if "lora_" in n}
-                if peft_model is not None else None)
-        torch.save({"step": step, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                    "lora": lora, **extra}, folder / "trainer_state.pt.tmp")
-    accelerator.wait_for_everyone()
-    torch.save(rng_state(), folder / f"rng-{accelerator.process_index}.pt")
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:  # the state file last: a folder without it is not a checkpoint
-        (folder / "trainer_state.pt.tmp").rename(folder / "trainer_state.pt")
-    accelerator.wait_for_everyone()
-    return folder
-
-
 def load_plain(path: Path) -> Any:
     """A checkpoint file of tensors and plain types only: anything else could run code when unpickled."""
     try:
@@ -254,26 +320,6 @@ def load_plain(path: Path) -> Any:
         raise ConfigError(f"{path} holds objects other than tensors and plain data, so it is not loaded (it could "
                           f"run code): {str(err).splitlines()[-1][:200]}; resume only from checkpoints this toolkit "
                           f"wrote") from None
-
-
-def load_checkpoint(folder: Path, lm: AudioLM, optimizer: torch.optim.Optimizer, scheduler: Any,
-                    accelerator: Any) -> dict[str, Any]:
-    """Restore optimizer, scheduler, LoRA weights and this rank's RNG; returns the saved state
-    (step, sampler, ...). Full weights were already loaded from the folder by `load_policy`."""
-    state = load_plain(folder / "trainer_state.pt")
-    if state.get("lora"):
-        params = dict(lm.model.named_parameters())
-        with torch.no_grad():
-            for name, value in state["lora"].items():
-                params[name].copy_(value)
-    optimizer.load_state_dict(state["optimizer"])
-    scheduler.load_state_dict(state["scheduler"])
-    rng_file = folder / f"rng-{accelerator.process_index}.pt"
-    if not rng_file.exists():
-        raise ConfigError(f"{folder} was saved by fewer processes (no {rng_file.name}); resume with the same "
-                          f"number of processes")
-    set_rng_state(load_plain(rng_file))
-    return state
 
 
 def resume_point(config: TrainConfig) -> Path | None:
@@ -293,24 +339,64 @@ def step_of(folder: Path) -> int:
     return int(match.group(1)) if match else 0
 
 
-# --- one run's set-up and finish, shared by SFT and GRPO ----------------------------------------
+def gathered(state: Any) -> Any:
+    """`state` with every DTensor replaced by its full tensor on CPU (torch leaves them sharded on a
+    CPU mesh). A collective when there are any: every process calls it on the same structure."""
+    if isinstance(state, dict):
+        return {k: gathered(v) for k, v in state.items()}
+    if isinstance(state, (list, tuple)):
+        return type(state)(gathered(v) for v in state)
+    return state.full_tensor().cpu() if hasattr(state, "full_tensor") else state
+
+
+# --- one run: set-up, the optimizer step, eval, checkpoints, finish -------------------------------
 
 @dataclass
 class Run:
-    """A training run's moving parts: the policy, its optimizer and schedule, the metrics log,
-    the step to start from, and the held-out examples it is scored on."""
+    """A training run's moving parts: the policy, its optimizer and schedule (all prepared by
+    accelerate), the metrics log, the step to start from, and the held-out examples it is scored on.
+    The trainers' loops call `micro_batch` / `backward` / `step`; the rest is here."""
 
     config: TrainConfig
     accelerator: Any
     lm: AudioLM
     peft_model: Any
-    optimizer: torch.optim.Optimizer
+    optimizer: Any
     scheduler: Any
-    model: torch.nn.Module  # lm.model, wrapped for DDP when launched on several processes
+    model: torch.nn.Module  # lm.model as prepared: DDP-wrapped, FSDP-sharded or a DeepSpeed engine
     log: MetricsLog
     start: int
     held_out: list[Example]
     accuracy: dict[int, float] = field(default_factory=dict)
+
+    # --- the step ---
+
+    @contextmanager
+    def micro_batch(self, last: bool) -> Iterator[None]:
+        """One micro-batch's forward and backward; gradients are synchronised (DDP all-reduce,
+        FSDP reduce-scatter, DeepSpeed step) only after the last one of the step."""
+        self.accelerator.gradient_state._set_sync_gradients(last)
+        with nullcontext() if last else self.accelerator.no_sync(self.model):
+            yield
+
+    def backward(self, loss: torch.Tensor) -> None:
+        self.accelerator.backward(loss)  # loss scaling under float16, the engine under DeepSpeed
+
+    def step(self) -> float:
+        """Clip → optimizer step → schedule → zero the gradients. Returns the gradient norm
+        before clipping (nan when clipping is off)."""
+        norm = (self.accelerator.clip_grad_norm_(self.model.parameters(), self.config.max_grad_norm)
+                if self.config.max_grad_norm else None)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        norm = getattr(norm, "full_tensor", lambda: norm)()  # a DTensor under FSDP
+        return float("nan") if norm is None else float(norm)
+
+    def policy_mode(self) -> None:
+        policy_mode(self.lm.model, self.config.gradient_checkpointing)
+
+    # --- eval, saving ---
 
     def evaluate(self, step: int) -> None:
         if self.held_out:
@@ -319,16 +405,80 @@ class Run:
             self.accuracy[step] = round(scores["eval/accuracy"], 1)
             self.log.log(step, scores)
 
+    def full_weights(self) -> dict[str, torch.Tensor]:
+        """Every weight at full precision under its (PEFT) name, on CPU, on the main process (empty
+        elsewhere). Gathered from the shards under FSDP / ZeRO-3: every process must call it."""
+        weights = gathered(self.accelerator.get_state_dict(self.model))
+        return {k: v.detach().cpu() for k, v in weights.items()} if self.accelerator.is_main_process else {}
+
+    def save(self, folder: Path, weights: dict[str, torch.Tensor]) -> Path:
+        if self.peft_model is not None:
+            weights = merge_lora(weights, self.config.lora.alpha / self.config.lora.r)
+        return save_model(folder, self.lm, weights, self.config)
+
     def checkpoint(self, step: int, sampler: Any) -> Path:
-        return save_checkpoint(self.config.out, step, self.lm, self.peft_model, self.config, self.accelerator,
-                               self.optimizer, self.scheduler, {"sampler": sampler.state_dict()})
+        """Everything needed to continue as if never stopped. The main process writes the model and
+        the shared state; each process its RNG."""
+        accelerator, folder = self.accelerator, checkpoint_dir(self.config.out, step)
+        accelerator.wait_for_everyone()
+        weights, optimizer = self.full_weights(), self._optimizer_state()
+        if accelerator.distributed_type.value == "DEEPSPEED":  # ZeRO keeps weights and moments in pieces
+            accelerator.save_state(str(folder / "deepspeed"))
+        if accelerator.is_main_process:
+            self.save(folder, weights)
+            # the saved folder holds `dtype` weights; resuming needs the float32 master values
+            exact = self.config.dtype == "float32" and self.peft_model is None
+            master = None if exact else {n: weights[n] for n, p in self.lm.model.named_parameters()
+                                         if p.requires_grad and n in weights}
+            scaler = accelerator.scaler.state_dict() if accelerator.scaler is not None else None
+            torch.save({"step": step, "optimizer": optimizer, "scheduler": self.scheduler.state_dict(),
+                        "weights": master, "scaler": scaler, "sampler": sampler.state_dict()},
+                       folder / "trainer_state.pt.tmp")
+        accelerator.wait_for_everyone()
+        torch.save(rng_state(), folder / f"rng-{accelerator.process_index}.pt")
+        accelerator.wait_for_everyone()
+        if accelerator.is_main_process:  # the state file last: a folder without it is not a checkpoint
+            (folder / "trainer_state.pt.tmp").rename(folder / "trainer_state.pt")
+        accelerator.wait_for_everyone()
+        return folder
+
+    def _optimizer_state(self) -> dict[str, Any] | None:
+        if self.accelerator.is_fsdp2:  # the moments of every shard, gathered (a collective)
+            from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
+
+            return gathered(get_optimizer_state_dict(self.model, self.optimizer.optimizer,
+                                                     options=StateDictOptions(full_state_dict=True, cpu_offload=True)))
+        if self.accelerator.distributed_type.value == "DEEPSPEED":
+            return None  # in the engine's own checkpoint (save_state)
+        return self.optimizer.state_dict()
+
+    def restore(self, folder: Path, state: dict[str, Any]) -> None:
+        """Optimizer, scheduler, loss scale and this rank's RNG from a checkpoint (after prepare)."""
+        if self.accelerator.is_fsdp2:
+            from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+
+            set_optimizer_state_dict(self.model, self.optimizer.optimizer, state["optimizer"],
+                                     options=StateDictOptions(full_state_dict=True))
+        elif self.accelerator.distributed_type.value == "DEEPSPEED":
+            self.accelerator.load_state(str(folder / "deepspeed"))
+        else:
+            self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        if state.get("scaler") and self.accelerator.scaler is not None:
+            self.accelerator.scaler.load_state_dict(state["scaler"])
+        rng_file = folder / f"rng-{self.accelerator.process_index}.pt"
+        if not rng_file.exists():
+            raise ConfigError(f"{folder} was saved by fewer processes (no {rng_file.name}); resume with the same "
+                              f"number of processes")
+        set_rng_state(load_plain(rng_file))
 
     def finish(self) -> dict[str, Any]:
-        """Score the last step, save `final/`, draw the curves."""
+        """Score the last step, save `final/` (in `dtype`), draw the curves."""
         self.evaluate(self.config.max_steps)
         final = self.config.out / "final"
+        weights = self.full_weights()
         if self.accelerator.is_main_process:
-            save_model(final, self.lm, self.peft_model, self.config)
+            self.save(final, weights)
         curves = self.log.close()
         self.accelerator.wait_for_everyone()
         return {"final": str(final), "curves": str(curves), "steps": self.config.max_steps,
@@ -344,22 +494,33 @@ def held_out_source(config: TrainConfig) -> Any:
 
 def start_run(config: TrainConfig, accelerator: Any, sampler: Any, updates: int, train_audio: bool = False) -> Run:
     """Load the policy (or resume it from the latest checkpoint, sampler included), build the
-    optimizer for `updates` steps, open the metrics log and score step 0 of a fresh run."""
+    optimizer for `updates` steps, prepare all three with accelerate, open the metrics log and
+    score step 0 of a fresh run."""
     checkpoint = resume_point(config)
     lm, peft_model = load_policy(config, accelerator.device, train_audio=train_audio,
                                  start_from=checkpoint if checkpoint and config.lora is None else None)
-    optimizer, scheduler = optimizer_and_schedule(lm.model, config, updates)
-    start = 0
+    state, start = None, 0
     if checkpoint is not None:
-        state = load_checkpoint(checkpoint, lm, optimizer, scheduler, accelerator)
+        state = load_plain(checkpoint / "trainer_state.pt")
+        if state.get("weights"):  # float32 master values of the trained weights (or the LoRA adapters)
+            params = dict(lm.model.named_parameters())
+            with torch.no_grad():
+                for name, value in state["weights"].items():
+                    params[name].copy_(value)
         sampler.load_state_dict(state["sampler"])
         start = step_of(checkpoint)
-    model = accelerator.prepare(lm.model)  # DDP when launched on several processes
+    optimizer, scheduler = optimizer_and_schedule(lm.model, config, updates)
+    if accelerator.distributed_type.value == "DEEPSPEED":  # we feed the batches; the engine only books sizes
+        accelerator.state.deepspeed_plugin.deepspeed_config.update(
+            train_micro_batch_size_per_gpu=1, gradient_accumulation_steps=1, train_batch_size=accelerator.num_processes)
+    model, optimizer, scheduler = accelerator.prepare(lm.model, optimizer, scheduler)
     log = MetricsLog(config.out, accelerator.is_main_process, resume_step=start if checkpoint else None,
                      report_to=config.report_to, run_name=config.run_name, config=config.model_dump(mode="json"))
     held_out = (held_out_source(config).examples(config.eval_split, None, config.eval_limit)[0]
                 if config.eval_split else [])
     run = Run(config, accelerator, lm, peft_model, optimizer, scheduler, model, log, start, held_out)
-    if start == 0:
+    if checkpoint is not None:
+        run.restore(checkpoint, state)
+    else:
         run.evaluate(0)
     return run

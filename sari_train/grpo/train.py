@@ -133,7 +133,7 @@ def micro_batch_loss(lm: AudioLM, model: torch.nn.Module, x: Groups, config: GRP
 def train_grpo(config: GRPOConfig) -> dict[str, Any]:
     from accelerate.utils import gather_object
 
-    accelerator = make_accelerator()
+    accelerator = make_accelerator(config.dtype)
     rank, world, device = accelerator.process_index, accelerator.num_processes, accelerator.device
     seed_everything(config.seed)
     reward_fns = make_rewards(config.rewards, explicit=config.prompt.format != "implicit")
@@ -146,9 +146,8 @@ def train_grpo(config: GRPOConfig) -> dict[str, Any]:
         reference = AudioLM.load(config.model, dtype=config.dtype, device=str(device))
         reference.model.requires_grad_(False).eval()
     run = start_run(config, accelerator, sampler, config.max_steps * config.num_iterations)
-    lm, peft_model, model, optimizer, scheduler, log = (run.lm, run.peft_model, run.model, run.optimizer,
-                                                         run.scheduler, run.log)
-    lm.model.eval()  # no dropout in RL: sampling and the loss see the same function
+    lm, peft_model, model, scheduler, log = run.lm, run.peft_model, run.model, run.scheduler, run.log
+    run.policy_mode()  # no dropout in RL: sampling and the loss see the same function
     g, per_micro = config.num_generations, config.prompts_per_batch
     per_rank = per_micro * config.grad_accum
     for step in tqdm(range(run.start + 1, config.max_steps + 1), desc="grpo", initial=run.start,
@@ -182,16 +181,12 @@ def train_grpo(config: GRPOConfig) -> dict[str, Any]:
         for _ in range(config.num_iterations):
             # 4. policy pass and backward, one micro-batch at a time (DDP syncs on the last)
             for k, x in enumerate(groups):
-                with nullcontext() if k == len(groups) - 1 else accelerator.no_sync(model):
+                with run.micro_batch(last=k == len(groups) - 1):
                     loss, stats = micro_batch_loss(lm, model, x, config, step_tokens, len(groups))
-                    loss.backward()
+                    run.backward(loss)
                 tally.add(stats)
             # 5. optimizer step
-            grad_norm = (torch.nn.utils.clip_grad_norm_(lm.model.parameters(), config.max_grad_norm)
-                         if config.max_grad_norm else torch.tensor(float("nan")))
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
+            grad_norm = run.step()  # clip → optimizer step → schedule → zero grads
         # 6. curriculum feedback, logs, checkpoints
         for item_id, rate in gather_object([(e.id, float(x.correct[i * g:(i + 1) * g].mean()))
                                             for x in groups for i, e in enumerate(x.examples)]):

@@ -4,12 +4,13 @@ import json
 import shutil
 
 import pytest
+import torch
 
 from sari_train.config import ConfigError
 from sari_train.grpo.train import GRPOConfig, train_grpo
 from sari_train.models.adapter import AudioLM
 from sari_train.sft import SFTConfig, train_sft
-from sari_train.training import lr_factor
+from sari_train.training import load_plain, lr_factor
 
 
 def test_lr_factor_by_hand():
@@ -70,3 +71,65 @@ def test_a_run_folder_is_not_overwritten_by_accident(tiny_model_dir, train_works
         train_sft(config)
     with pytest.raises(ConfigError, match="no checkpoint"):
         train_sft(config.model_copy(update={"out": tmp_path / "empty", "resume": True}))
+
+
+@pytest.mark.slow
+def test_bfloat16_lora_resume_restores_the_float32_master_weights(tiny_model_dir, train_workspace, tmp_path):
+    from sari_train.training import LoraSettings
+
+    config = SFTConfig(model=str(tiny_model_dir), workspace=train_workspace, out=tmp_path, max_steps=4, lr=3e-3,
+                       batch_size=4, eval_split=None, tensorboard=False, dtype="bfloat16", lora=LoraSettings(r=4))
+    whole, resumed = kill_and_resume(train_sft, config, tmp_path, at=2)
+    assert resumed == whole and len(whole) == 4
+    state = load_plain(tmp_path / "whole" / "checkpoints" / "step-000002" / "trainer_state.pt")
+    assert state["weights"] and all(v.dtype == torch.float32 and "lora_" in k for k, v in state["weights"].items())
+
+
+def test_merge_lora_equals_peft_merge(tiny_model_dir):
+    from types import SimpleNamespace
+
+    from sari_train.training import LoraSettings, load_policy, merge_lora
+
+    config = SimpleNamespace(model=str(tiny_model_dir), dtype="float32", lora=LoraSettings(r=4, alpha=8),
+                             gradient_checkpointing=False)
+    lm, peft_model = load_policy(config, torch.device("cpu"))
+    with torch.no_grad():
+        for name, param in lm.model.named_parameters():
+            if "lora_B" in name:
+                param.normal_()  # B starts at 0: make the adapters do something
+    merged = merge_lora({k: v.clone() for k, v in lm.model.state_dict().items()}, scale=8 / 4)
+    expected = peft_model.merge_and_unload().state_dict()
+    assert merged.keys() == expected.keys()
+    assert all(torch.allclose(merged[k], expected[k], atol=1e-6) for k in expected)
+
+
+@pytest.mark.parametrize("lora", [False, True])
+def test_checkpointing_works_in_policy_mode_and_gives_the_same_gradients(tiny_model_dir, lora):
+    from types import SimpleNamespace
+
+    from sari_train.training import LoraSettings, load_policy, policy_mode, trainable
+
+    def gradients(checkpointing):
+        torch.manual_seed(0)
+        config = SimpleNamespace(model=str(tiny_model_dir), dtype="float32", gradient_checkpointing=checkpointing,
+                                 lora=LoraSettings(r=4) if lora else None)
+        lm, _ = load_policy(config, torch.device("cpu"))
+        policy_mode(lm.model, checkpointing)  # as GRPO trains: eval mode, the audio tower frozen
+        weights = {p.untyped_storage().data_ptr() for p in lm.model.parameters()}
+        kept = {}  # activations autograd keeps for the backward pass, by storage
+
+        def pack(t):
+            if t.untyped_storage().data_ptr() not in weights:
+                kept[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+            return t
+
+        ids = torch.randint(20, 300, (2, 48))
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            loss = lm.model(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=False).logits.square().mean()
+        loss.backward()
+        return [p.grad.clone() for p in trainable(lm.model)], sum(kept.values())
+
+    plain, plain_bytes = gradients(False)
+    recomputed, recomputed_bytes = gradients(True)
+    assert recomputed_bytes < 0.6 * plain_bytes  # the layers' insides were not kept
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(plain, recomputed))

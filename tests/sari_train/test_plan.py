@@ -1,0 +1,83 @@
+"""`sari-train plan`: parameter counts from config dims and the memory arithmetic, by hand."""
+
+import pytest
+import torch
+
+from sari_train import plan
+from sari_train.cli import main
+
+TINY = plan.Dims(vocab=100, hidden=8, intermediate=16, layers=2, heads=2, kv_heads=1, head_dim=4, tied=False,
+                 audio_width=4, audio_layers=1, audio_ffn=8, mel_bins=2, audio_positions=3, audio_output=None)
+
+
+def test_parameter_counts_by_hand():
+    # q 8·8+8, k and v 8·4+4 each, o 8·8, MLP 3·8·16, norms 2·8
+    assert plan.decoder_layer_params(TINY) == 72 + 2 * 36 + 64 + 384 + 16 == 608
+    assert plan.language_model_params(TINY) == 2 * 100 * 8 + 2 * 608 + 8 == 2824
+    # convs 2·4·3+4 and 4·4·3+4; layer 4·16+3·4 + 2·4·8+8+4 + 4·4; final norm 8; positions 3·4
+    assert plan.audio_encoder_params(TINY) == 28 + 52 + (76 + 76 + 16) + 8 + 12 == 268
+    assert plan.projector_params(TINY) == 4 * 8 + 8
+    # rank 2 adapters: q (8+8), k (8+4), v (8+4), o (8+8), gate/up/down (8+16) each
+    assert plan.lora_params(TINY, 2) == 2 * 2 * (16 + 12 + 12 + 16 + 3 * 24)
+
+
+@pytest.mark.parametrize("name", list(plan.KNOWN_MODELS))
+def test_counts_equal_the_model_built_from_the_config(name):
+    from transformers import AutoConfig, Qwen2AudioForConditionalGeneration
+    from transformers.models.qwen2_5_omni import Qwen2_5OmniThinkerForConditionalGeneration
+
+    raw = dict(plan.KNOWN_MODELS[name])
+    config = AutoConfig.for_model(raw.pop("model_type"), **raw)
+    cls = Qwen2_5OmniThinkerForConditionalGeneration if "Omni" in name else Qwen2AudioForConditionalGeneration
+    with torch.device("meta"):
+        model = cls(config)
+    assert plan.parameter_counts(plan.load_dims(name)).total == sum(p.numel() for p in model.parameters())
+
+
+def test_counts_read_from_a_model_folder(tiny_model_dir):
+    from transformers import Qwen2AudioForConditionalGeneration
+
+    model = Qwen2AudioForConditionalGeneration.from_pretrained(tiny_model_dir)
+    counts = plan.parameter_counts(plan.load_dims(str(tiny_model_dir)))
+    assert counts.total == sum(p.numel() for p in model.parameters())
+    assert counts.audio_encoder == sum(p.numel() for n, p in model.named_parameters() if "audio_tower" in n)
+
+
+def test_memory_by_hand():
+    work = plan.Workload(sequences=2, prompt_tokens=3, completion_tokens=1, mixed=True)
+    total, lm = plan.parameter_counts(TINY).total, 2824
+    ddp = plan.memory_per_gpu(TINY, work, "ddp", gpus=4)
+    assert ddp["weights"] == lm * 4 + (total - lm) * 2  # float32 master LM, frozen audio path in bf16
+    assert ddp["gradients"] == lm * 4 * 2  # + DDP's buckets
+    assert ddp["optimizer"] == lm * 8
+    tokens = 2 * 4
+    assert ddp["activations"] == tokens * 2 * (34 * 8 + 8 * 16) + tokens * 12 * 100 + lm * 2
+    assert plan.peak(ddp) == ddp["weights"] + ddp["optimizer"] + max(ddp["activations"], ddp["gradients"])
+    assert ddp["kv_cache"] == 0
+    fsdp = plan.memory_per_gpu(TINY, work, "fsdp", gpus=4)
+    assert fsdp["weights"] == (lm * 4 + (total - lm) * 2) / 4 + 2 * 608 * 2
+    assert fsdp["gradients"] == lm * 4 / 4 and fsdp["optimizer"] == lm * 8 / 4
+    zero3 = plan.memory_per_gpu(TINY, work, "zero3", gpus=4)
+    assert zero3["optimizer"] == lm * 12 / 4
+    ckpt = plan.memory_per_gpu(TINY, work, "fsdp", gpus=4, checkpointing=True)
+    assert ckpt["activations"] == tokens * (4 * 2 * 8 + 34 * 8 + 8 * 16) + tokens * 12 * 100
+    grpo = plan.Workload(sequences=4, prompt_tokens=3, completion_tokens=1, rollout_prompts=1, generations=4,
+                         reference=True)
+    parts = plan.memory_per_gpu(TINY, grpo, "ddp", gpus=1)
+    assert parts["kv_cache"] == 4 * 4 * 2 * 2 * 1 * 4 * 2  # G·tokens · (k, v) · layers · kv dim · bf16
+    assert parts["weights"] == lm * 4 + (total - lm) * 2 + total * 2  # + the reference model
+    assert plan.memory_per_gpu(TINY, grpo, "ddp", gpus=1, lora_rank=2)["weights"] == (
+        plan.lora_params(TINY, 2) * 4 + total * 2)  # LoRA: the base with adapters off is the reference
+
+
+def test_audio_tokens_of_a_30_second_clip():
+    assert plan.audio_tokens(30) == 750 and plan.audio_tokens(1) == 25
+
+
+def test_plan_command_on_the_presets(capsys):
+    assert main(["plan", "--config", "pipelines/train/sari-qwen2-audio.yaml", "--gpus", "8", "--gpu-memory", "80"]) == 0
+    out = capsys.readouterr().out
+    assert "Qwen/Qwen2-Audio-7B-Instruct: 8.40B parameters" in out and "zero3" in out and out.count(" fits\n") == 2
+    assert main(["plan", "--config", "pipelines/train/r1-aqa.yaml", "--model", "Qwen/Qwen2.5-Omni-7B"]) == 0
+    assert "vision 0.677B" in capsys.readouterr().out
+    assert main(["plan", "--config", "pipelines/train/r1-aqa.yaml", "--model", "nowhere"]) == 2
