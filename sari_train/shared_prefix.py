@@ -37,6 +37,7 @@ from typing import Any, Iterator
 import torch
 from transformers.cache_utils import Cache, DynamicLayer
 
+from sari_train.config import ConfigError
 from sari_train.models.adapter import AudioLM
 from sari_train.rollout import Generated
 
@@ -116,8 +117,8 @@ def _refuse_fsdp(model: torch.nn.Module) -> None:
     from torch.distributed.fsdp import FSDPModule, FullyShardedDataParallel
 
     if isinstance(model, (FSDPModule, FullyShardedDataParallel)):
-        raise NotImplementedError("shared_prefix does not run under FSDP (the prompt pass bypasses the root "
-                                  "wrapper); use DDP, or set shared_prefix: false")
+        raise ConfigError("shared_prefix does not run under FSDP (the prompt pass bypasses the root wrapper); "
+                          "use DDP, or set shared_prefix: false")
 
 
 @contextmanager

@@ -5,6 +5,7 @@ import base64
 import hashlib
 import json
 import os
+import tempfile
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlparse
@@ -15,6 +16,8 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# trackio reads its folder once, when first imported (by whichever test comes first): one per session.
+os.environ["TRACKIO_DIR"] = tempfile.mkdtemp(prefix="sari-tests-trackio-")
 
 
 class FakeHub:

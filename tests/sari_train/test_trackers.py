@@ -2,8 +2,10 @@
 
 import glob
 import json
+import os
 import sqlite3
 import struct
+from pathlib import Path
 
 import pytest
 
@@ -76,11 +78,10 @@ def leveldb_records(data: bytes):
             buffer = b""
 
 
-def test_trackio_local(tmp_path, monkeypatch):
-    monkeypatch.setenv("TRACKIO_DIR", str(tmp_path / "trackio"))  # read when trackio is first imported
+def test_trackio_local(tmp_path):
     trackio = pytest.importorskip("trackio")
     log_two_steps(tmp_path / "run", ["trackio"])
-    db = tmp_path / "trackio" / "sari.db"
+    db = Path(os.environ["TRACKIO_DIR"]) / "sari.db"  # set for the session by tests/conftest.py
     assert db.exists(), f"trackio wrote elsewhere ({trackio.__file__})"
     rows = sqlite3.connect(db).execute("SELECT step, metrics FROM metrics WHERE run_name = ? ORDER BY id",
                                        [run_id(tmp_path / "run")]).fetchall()
