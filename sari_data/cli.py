@@ -29,6 +29,7 @@ from sari_data.difficulty import DifficultyError
 from sari_data.difficulty import __doc__ as DIFFICULTY_DOC
 from sari_data.recipe import RecipeError, load_recipe
 from sari_data.sources.common import SourceError
+from sari_train.openai_client import EndpointError
 
 
 def cmd_build(args: argparse.Namespace) -> None:
@@ -205,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         args.run(args)
-    except (RecipeError, WorkspaceError, SourceError, DifficultyError) as err:
+    except (RecipeError, WorkspaceError, SourceError, DifficultyError, EndpointError) as err:
         print(f"sari-data {args.command}: error: {err}", file=sys.stderr)
         return 2
     except RunFailed as err:
