@@ -92,6 +92,18 @@ class LLMConfig(BaseModel):
         return os.environ.get(self.api_key_env) or "EMPTY"
 
 
+class EndpointOptions(BaseModel):
+    """Where a served audio LM answers (vLLM, SGLang): the endpoint settings of `sari-data difficulty`
+    and `sari-train eval`; the served model's name is their `model`."""
+
+    endpoint: str | None = Field(None, description="base URL of an OpenAI-compatible server that takes audio "
+                                                   "(e.g. http://127.0.0.1:8000/v1); the model is its served name")
+    api_key_env: str = Field("OPENAI_API_KEY", description="endpoint: name of the environment variable holding the key")
+    concurrency: int = Field(8, ge=1, description="endpoint: requests in flight")
+    retries: int = Field(3, ge=0, description="endpoint: retries per request (with backoff, honouring Retry-After)")
+    timeout: float = Field(120.0, gt=0, description="endpoint: seconds per request")
+
+
 def _first_env(names: tuple[str, ...]) -> str | None:
     return next((os.environ[n] for n in names if os.environ.get(n)), None)
 
