@@ -3,7 +3,7 @@
     sari-train tiny-model models/tiny --kind qwen2_audio            # or any local audio LM folder
     sari-data difficulty --recipe pipelines/demo.yaml --workspace workspaces/demo --model models/tiny
     sari-data difficulty ... --k 4 --set difficulty.silence_probe=true --set difficulty.buckets.count=4
-    sari-data difficulty ... --endpoint http://127.0.0.1:8000/v1 --model Qwen/Qwen2-Audio-7B-Instruct
+    sari-data difficulty ... --endpoint http://127.0.0.1:8000/v1 --model Qwen/Qwen2-Audio-7B-Instruct   # vLLM/SGLang serving it
     sari-data difficulty ... --model Qwen/Qwen2.5-Omni-7B --device cuda --dtype bfloat16   # local, on a GPU
     torchrun --nproc-per-node 2 -m sari_data.cli difficulty ...    # one shard per rank, rank 0 merges
     sari-data difficulty ... --shard 0/2 &  sari-data difficulty ... --shard 1/2; wait
