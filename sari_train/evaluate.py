@@ -303,7 +303,10 @@ def evaluate_model(model: str, items: list[EvalItem], config: EvalConfig,
     if reordered is not None:
         shuffled_items = [EvalItem(**{**i.__dict__, "choices": c}) for i, c in zip(items, reordered)]
         shuffled = score(shuffled_items, shuffled_out)
-    return accuracy_table(scored, shuffled), completions
+    table = accuracy_table(scored, shuffled)
+    if hasattr(engine, "usage"):  # an endpoint's requests, retries, tokens and failures, for the report
+        table.attrs["endpoint_usage"] = engine.usage
+    return table, completions
 
 
 _THINK = re.compile(r"<think>(.*?)</think>", re.DOTALL)
@@ -378,6 +381,8 @@ def run_eval(config: EvalConfig) -> pd.DataFrame | None:
     reasons = dict(Counter(s["reason"] for s in skipped))
     report = {"config": config.model_dump(mode="json"), "n_items": len(items), "n_skipped": len(skipped),
               "skipped_reasons": reasons, "skipped": skipped, "accuracy": comparison.to_dict()}
+    if config.endpoint:
+        report["endpoint_usage"] = {name: column.attrs.get("endpoint_usage") for name, column in columns.items()}
     (config.out / "report.json").write_text(json.dumps(report, indent=2))
     write_chart(comparison.drop(index="n"), config.out / "accuracy.png")
     comparison.attrs.update(n_skipped=len(skipped), skipped_reasons=reasons)  # for the printed summary

@@ -165,6 +165,8 @@ def test_eval_through_an_endpoint_asks_greedy_with_the_same_prompts(tmp_path):
     correct = [p["model_output"] == "low" for p in predictions]  # every dummy item's answer is "low"
     assert table.loc["total", "judge"] == pytest.approx(100 * sum(correct) / len(correct))
     assert table.loc["n", "judge"] == 5
+    usage = json.loads((tmp_path / "out" / "report.json").read_text())["endpoint_usage"]["judge"]
+    assert usage["requests_sent"] == 5 and usage["retries"] == 0 and usage["model"] == "served-model"
 
 
 def test_eval_command_with_an_endpoint_and_an_unreachable_one(tmp_path, capsys):
