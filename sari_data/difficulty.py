@@ -35,7 +35,7 @@ from typing import Any, Literal
 import duckdb
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 from tqdm import tqdm
 
 from corpus.clips import read_audio
