@@ -19,8 +19,7 @@ import time
 from pathlib import Path
 
 from sari_data.llm.cache import RequestCache
-from sari_data.llm.client import LLMClient
-from sari_data.llm.config import LLMConfig
+from sari_train.openai_client import LLMClient, LLMConfig
 
 LATENCY_S = 0.2
 CONCURRENCY = (1, 8, 32, 64)

@@ -51,9 +51,8 @@ def under_root(root: Path, relative: str) -> Path | None:
 
 
 def load_clip(root: Path, ref: AudioRef) -> np.ndarray:
-    """A stored clip as float32 mono samples."""
-    samples, _ = sf.read(root / ref.path, dtype="float32", always_2d=False)
-    return samples
+    """A stored clip as float32 mono samples, at its stored rate."""
+    return read_audio(root / ref.path, ref.sample_rate)
 
 
 def read_audio(path: Path, sample_rate: int = 16000) -> np.ndarray:

@@ -23,7 +23,7 @@ import numpy as np
 import soundfile as sf
 import soxr
 
-from corpus.clips import save_clip, under_root
+from corpus.clips import load_clip, save_clip, under_root
 from corpus.records import AudioRef
 from sari_data.fingerprint import SAMPLE_RATE, fingerprint
 
@@ -179,7 +179,7 @@ def clip_fingerprint(workspace: Path, ref: AudioRef) -> np.ndarray:
     stored = load_fingerprint(workspace, ref.sha256)
     if stored is not None:
         return stored
-    samples, _ = sf.read(workspace / ref.path, dtype="float32", always_2d=False)
+    samples = load_clip(workspace, ref)
     fp = fingerprint(samples)
     target = fingerprint_path(workspace, ref.sha256)
     target.parent.mkdir(parents=True, exist_ok=True)

@@ -29,6 +29,7 @@ from sari_data.difficulty import DifficultyError
 from sari_data.difficulty import __doc__ as DIFFICULTY_DOC
 from sari_data.recipe import RecipeError, load_recipe
 from sari_data.sources.common import SourceError
+from sari_train.openai_client import EndpointError
 
 
 def cmd_build(args: argparse.Namespace) -> None:
@@ -187,7 +188,9 @@ def parser() -> argparse.ArgumentParser:
     difficulty.add_argument("--recipe", required=True, help="recipe YAML; its `difficulty:` section holds the settings")
     difficulty.add_argument("--workspace", help="workspace folder (default: the recipe's `workspace`)")
     difficulty.add_argument("--model", help="local model folder, or the served model name with --endpoint")
-    difficulty.add_argument("--endpoint", help="OpenAI-compatible base URL, e.g. http://127.0.0.1:8000/v1")
+    difficulty.add_argument("--endpoint", help="OpenAI-compatible base URL of a server that takes audio (vLLM, "
+                            "SGLang), e.g. http://127.0.0.1:8000/v1; requests go through the LLM stages' client "
+                            "(--set difficulty.concurrency/retries/timeout/api_key_env)")
     difficulty.add_argument("--k", type=int, help="answers per item (default 16)")
     difficulty.add_argument("--device", help="local model: auto (default: cuda:<LOCAL_RANK> if a GPU is there, "
                                              "else cpu), cpu, cuda, cuda:1")
@@ -205,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         args.run(args)
-    except (RecipeError, WorkspaceError, SourceError, DifficultyError) as err:
+    except (RecipeError, WorkspaceError, SourceError, DifficultyError, EndpointError) as err:
         print(f"sari-data {args.command}: error: {err}", file=sys.stderr)
         return 2
     except RunFailed as err:

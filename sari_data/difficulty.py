@@ -3,7 +3,7 @@
     sari-train tiny-model models/tiny --kind qwen2_audio            # or any local audio LM folder
     sari-data difficulty --recipe pipelines/demo.yaml --workspace workspaces/demo --model models/tiny
     sari-data difficulty ... --k 4 --set difficulty.silence_probe=true --set difficulty.buckets.count=4
-    sari-data difficulty ... --endpoint http://127.0.0.1:8000/v1 --model Qwen/Qwen2-Audio-7B-Instruct
+    sari-data difficulty ... --endpoint http://127.0.0.1:8000/v1 --model Qwen/Qwen2-Audio-7B-Instruct   # vLLM/SGLang serving it
     sari-data difficulty ... --model Qwen/Qwen2.5-Omni-7B --device cuda --dtype bfloat16   # local, on a GPU
     torchrun --nproc-per-node 2 -m sari_data.cli difficulty ...    # one shard per rank, rank 0 merges
     sari-data difficulty ... --shard 0/2 &  sari-data difficulty ... --shard 1/2; wait
@@ -35,15 +35,16 @@ from typing import Any, Literal
 import duckdb
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 from tqdm import tqdm
 
-from corpus.clips import load_clip
+from corpus.clips import read_audio
 from corpus.provenance import recorded_run
 from corpus.records import Difficulty, Item, Quarantine, Rollout
 from corpus.scoring import exact_match, extract_answer, mmau_match, normalised_match
 from corpus.store import DB_NAME, Workspace
 from sari_data.curriculum import BucketConfig, assign_buckets, bucket_thresholds, export_views
+from sari_train.openai_client import EndpointError, EndpointOptions
 from sari_train.prompts import PromptStyle, messages
 
 SAMPLE_RATE = 16000  # what the audio LMs' feature extractors expect
@@ -60,13 +61,12 @@ class DifficultyError(Exception):
     """A difficulty run the user must fix or resume; the message says what and where."""
 
 
-class DifficultyConfig(BaseModel):
+class DifficultyConfig(EndpointOptions):
     """The `difficulty:` section of a recipe (flags and --set override it)."""
 
     model_config = ConfigDict(extra="forbid")
 
     model: str | None = Field(None, description="local model folder (or hub id); the served model name with endpoint")
-    endpoint: str | None = Field(None, description="base URL of an OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1")
     name: str | None = Field(None, description="model name stored with rollouts and difficulty (default: model)")
     split: str | None = Field("train", description="score the items of this split (null: all items)")
     k: int = Field(16, ge=1, description="answers sampled per item")
@@ -84,9 +84,6 @@ class DifficultyConfig(BaseModel):
     device: str = Field("auto", description="auto: cuda:<LOCAL_RANK> when a GPU is there, else cpu")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
         "auto", description="auto: bfloat16 on a GPU, float32 on a CPU")
-    concurrency: int = Field(8, ge=1, description="endpoint: requests in flight")
-    retries: int = Field(3, ge=0, description="endpoint: retries per request (with backoff)")
-    timeout: float = Field(120.0, gt=0, description="endpoint: seconds per request")
     n_per_request: bool = Field(True, description="endpoint: one request with n=k (false: k requests)")
 
     @property
@@ -174,14 +171,9 @@ def waveform_or_quarantine(root: Path, item: Item) -> np.ndarray | Quarantine:
     if not path.exists():
         return bad("missing_audio", f"item {item.id}: audio file {path} is missing; rebuild the corpus to restore it")
     try:
-        samples = load_clip(root, item.audio)
+        return read_audio(path, SAMPLE_RATE)
     except (RuntimeError, OSError) as err:  # soundfile's LibsndfileError is a RuntimeError
         return bad("unreadable_audio", f"item {item.id}: cannot decode {path}: {err}")
-    if item.audio.sample_rate != SAMPLE_RATE:
-        import librosa
-
-        samples = librosa.resample(samples, orig_sr=item.audio.sample_rate, target_sr=SAMPLE_RATE)
-    return samples.astype(np.float32)
 
 
 def sample_groups(engine: Any, prompts: list, waveforms: list[np.ndarray], settings: Any,
@@ -203,8 +195,8 @@ def make_engine(config: DifficultyConfig) -> Any:
     if config.endpoint:
         from sari_train.rollout_endpoint import EndpointEngine
 
-        return EndpointEngine(config.endpoint, config.model, concurrency=config.concurrency, retries=config.retries,
-                              timeout=config.timeout, n_per_request=config.n_per_request, sample_rate=SAMPLE_RATE)
+        return EndpointEngine.from_options(config, config.model, n_per_request=config.n_per_request,
+                                           sample_rate=SAMPLE_RATE)
     from sari_train.device import pick
     from sari_train.models.adapter import AudioLM
     from sari_train.rollout import LocalEngine
@@ -357,8 +349,6 @@ def _scoring(source: Workspace, out: Workspace, config: DifficultyConfig, todo: 
              progress: bool, engine: Any = None) -> Counter:
     """score_pending, with an engine failure (e.g. an unreachable endpoint) turned into a resumable error.
     The engine is built only when something is pending (a finished re-run never loads the model)."""
-    from sari_train.rollout_endpoint import EndpointError
-
     try:
         return score_pending(source, out, config, todo, lambda: engine or make_engine(config), progress)
     except EndpointError as err:

@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from corpus.records import Task
 from corpus.settings import apply_override, read_yaml_mapping
-from sari_data.llm.config import LLMConfig
+from sari_train.openai_client import LLMConfig
 from sari_data.difficulty import DifficultyConfig
 
 

@@ -6,6 +6,7 @@
     sari-train eval --model PATH --benchmark benchmarks/mmau/mmau-test-mini.v2025-03.json --audio-root data/mmau
     sari-train eval --model PATH --workspace workspaces/eval-mmar --out artifacts/eval/mmar   # MMAR eval workspace
     sari-train eval --model PATH --benchmark benchmarks/mmau/mmau-test-mini.v2025-03.json --audio-root data/mmau --device cuda --dtype bfloat16
+    sari-train eval --endpoint http://127.0.0.1:8000/v1 --model runs/grpo/final --workspace workspaces/demo   # vLLM/SGLang serving it
     accelerate launch --num-processes 8 -m sari_train.cli eval --model Qwen/Qwen2-Audio-7B-Instruct --benchmark ...
     sari-train sft --config pipelines/train/sari-qwen2-audio.yaml --model models/tiny-qwen2-audio
     sari-train grpo --config pipelines/train/r1-aqa.yaml --model runs/sft/final --workspace workspaces/demo
@@ -28,6 +29,7 @@ from pathlib import Path
 from corpus.provenance import RunFailed
 from corpus.store import WorkspaceError
 from sari_train.config import ConfigError, add_config_flags, load_config
+from sari_train.openai_client import EndpointError
 from sari_train.evaluate import EvalConfig
 from sari_train.evaluate import __doc__ as EVAL_DOC
 
@@ -187,7 +189,8 @@ def parser() -> argparse.ArgumentParser:
     evaluate = commands.add_parser("eval", help="evaluate checkpoints with the official MMAU/MMAR rule",
                                    description=EVAL_DOC, formatter_class=argparse.RawDescriptionHelpFormatter)
     evaluate.add_argument("--model", action="append", default=[],
-                          help="model folder, or NAME=FOLDER to name its column; repeat to compare models")
+                          help="model folder, or NAME=FOLDER to name its column; repeat to compare models; "
+                               "with --endpoint: the served model name (NAME=SERVED)")
     evaluate.add_argument("--format", choices=["implicit", "free", "structured"],
                           help="prompt format for every model (default: each model's trained format, else implicit)")
     add_config_flags(evaluate, EvalConfig)
@@ -246,7 +249,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         args.run(args)
-    except (ConfigError, WorkspaceError) as err:
+    except (ConfigError, WorkspaceError, EndpointError) as err:
         print(f"sari-train {args.command}: error: {err}", file=sys.stderr)
         return 2
     except RunFailed as err:

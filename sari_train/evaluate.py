@@ -6,10 +6,16 @@
     sari-train eval --model PATH --dataset workspaces/demo/exports/hub:eval --split test   # or a Hub id
 
     sari-train eval --model Qwen/Qwen2-Audio-7B-Instruct --benchmark mmau.json --audio-root DIR --batch-size 32
+    vllm serve runs/grpo/final &      # or SGLang: any OpenAI-compatible server that takes input_audio
+    sari-train eval --endpoint http://127.0.0.1:8000/v1 --model runs/grpo/final --benchmark mmau.json --audio-root DIR
     accelerate launch --num-processes 8 -m sari_train.cli eval --model ... --benchmark ...   # or torchrun
 
 Runs on the GPU in bfloat16 when there is one (`--device`, `--dtype` override: cpu/cuda[:i], float32/
-bfloat16/float16). Under `accelerate launch` or `torchrun` each process takes every n-th item on
+bfloat16/float16), or through a server: with `--endpoint URL` each `--model` is a model name the
+server serves (vLLM names a model after the path it was started with, so a checkpoint's saved prompt
+format is still found), asked with the same prompts, greedy (temperature 0), the clip sent as an
+`input_audio` WAV, `--batch-size` prompts at a time with at most `--concurrency` requests in flight
+(retries with backoff; the key from the variable `--api-key-env` names). Under `accelerate launch` or `torchrun` each process takes every n-th item on
 its own GPU and rank 0 gathers the completions, scores and writes everything (same outputs as one
 process: the split never changes a greedy answer).
 
@@ -49,15 +55,17 @@ from sari_train.config import ConfigError
 from sari_train.datasets import DatasetOptions
 from sari_train.device import DtypeName, gather_in_order, launched, pick
 from sari_train.models.adapter import AudioLM, PromptTooLong
+from sari_train.openai_client import EndpointOptions
 from sari_train.prompts import PromptStyle, messages
 from sari_train.rollout import LocalEngine, SamplingSettings
 
 
-class EvalConfig(DatasetOptions):
+class EvalConfig(DatasetOptions, EndpointOptions):
     model_config = ConfigDict(extra="forbid")
 
     models: list[str] = Field(min_length=1, description="model folders (or hub ids when online) to compare; "
-                                                        "NAME=PATH names the column")
+                                                        "NAME=PATH names the column; with --endpoint: served "
+                                                        "model names")
     workspace: Path | None = Field(None, description="evaluate the items of this workspace's --split")
     split: str = Field("test", description="workspace or dataset split to evaluate")
     benchmark: Path | None = Field(None, description="an MMAU/MMAR JSON or JSONL file, e.g. "
@@ -67,7 +75,8 @@ class EvalConfig(DatasetOptions):
     prompt: PromptStyle | None = Field(None, description="one prompt style for all models (default: each "
                                                           "model's trained style, else implicit)")
     max_new_tokens: int = Field(64, ge=1, description="generation budget (raise it for thinking formats)")
-    batch_size: int = Field(8, ge=1, description="prompts per generate call (per process)")
+    batch_size: int = Field(8, ge=1, description="prompts per generate call (per process); with --endpoint, "
+                                                 "prompts per batch of requests")
     device: str = Field("auto", description="auto (cuda:<LOCAL_RANK> if there is a GPU, else cpu), cpu, cuda, cuda:1")
     dtype: DtypeName = Field("auto", description="auto (bfloat16 on GPU, float32 on CPU), float32, bfloat16, float16")
     shuffled: bool = Field(True, description="also score with every item's options shuffled")
@@ -181,12 +190,13 @@ def benchmark_items(path: Path, audio_root: Path | None, limit: int | None
     return found, skipped
 
 
-def predict(engine: LocalEngine, items: list[EvalItem], style: PromptStyle, settings: SamplingSettings,
-            choices: list[list[str]] | None = None, desc: str = "eval") -> list[str]:
-    """One greedy completion per item (in batches), with optionally reordered choices."""
+def predict(engine: Any, items: list[EvalItem], style: PromptStyle, settings: SamplingSettings,
+            choices: list[list[str]] | None = None, desc: str = "eval", batch_size: int = 8) -> list[str]:
+    """One greedy completion per item (in batches), with optionally reordered choices; `engine` is a
+    LocalEngine or an EndpointEngine."""
     choices = choices or [i.choices for i in items]
     outputs: list[str] = []
-    step = engine.batch_size
+    step = batch_size
     for start in tqdm(range(0, len(items), step), desc=desc, unit="batch", leave=False):
         chunk = items[start:start + step]
         prompts = [messages(i.question, c, style) for i, c in zip(chunk, choices[start:start + step])]
@@ -253,24 +263,37 @@ def eval_style(config: EvalConfig, model: str) -> PromptStyle:
     return (config.prompt or trained_style(model)).model_copy(update={"video_to_audio": False})
 
 
-def evaluate_model(model: str, items: list[EvalItem], config: EvalConfig,
-                   sharded: bool = True) -> tuple[pd.Series, list[str]] | None:
-    """Accuracy table and completions of one model; under a launcher (and `sharded`) each process
-    answers every n-th item and only rank 0 gets the result (None elsewhere)."""
+def make_engine(model: str, config: EvalConfig) -> Any:
+    """The served model behind --endpoint, or the model loaded on this process's device."""
+    if config.endpoint:
+        from sari_train.rollout_endpoint import EndpointEngine
+
+        return EndpointEngine.from_options(config, model)
     try:
         device, dtype = pick(config.device, config.dtype)
     except ValueError as err:
         raise ConfigError(str(err)) from err
-    lm = AudioLM.load(model, dtype=dtype, device=device)
-    engine = LocalEngine(lm, batch_size=config.batch_size)
+    return LocalEngine(AudioLM.load(model, dtype=dtype, device=device), batch_size=config.batch_size)
+
+
+def evaluate_model(model: str, items: list[EvalItem], config: EvalConfig,
+                   sharded: bool = True) -> tuple[pd.Series, list[str]] | None:
+    """Accuracy table and completions of one model; under a launcher (and `sharded`) each process
+    answers every n-th item and only rank 0 gets the result (None elsewhere)."""
+    engine = make_engine(model, config)
     style = eval_style(config, model)
     settings = SamplingSettings(k=1, temperature=0.0, max_new_tokens=config.max_new_tokens)
     shard = launched() if sharded else None
     mine = slice(shard[0], None, shard[1]) if shard else slice(None)
-    completions = predict(engine, items[mine], style, settings, desc=f"eval {Path(model).name}")
-    reordered = shuffled_choices(items, config.seed) if config.shuffled else None
-    shuffled_out = (predict(engine, items[mine], style, settings, reordered[mine], "shuffled")
-                    if reordered is not None else [])
+    try:
+        completions = predict(engine, items[mine], style, settings, desc=f"eval {Path(model).name}",
+                              batch_size=config.batch_size)
+        reordered = shuffled_choices(items, config.seed) if config.shuffled else None
+        shuffled_out = (predict(engine, items[mine], style, settings, reordered[mine], "shuffled", config.batch_size)
+                        if reordered is not None else [])
+    finally:
+        if hasattr(engine, "close"):  # an endpoint's connections
+            engine.close()
     if shard:
         completions, shuffled_out = gather_in_order(completions, shard), gather_in_order(shuffled_out, shard)
         if shard[0] != 0:
@@ -280,7 +303,10 @@ def evaluate_model(model: str, items: list[EvalItem], config: EvalConfig,
     if reordered is not None:
         shuffled_items = [EvalItem(**{**i.__dict__, "choices": c}) for i, c in zip(items, reordered)]
         shuffled = score(shuffled_items, shuffled_out)
-    return accuracy_table(scored, shuffled), completions
+    table = accuracy_table(scored, shuffled)
+    if hasattr(engine, "usage"):  # an endpoint's requests, retries, tokens and failures, for the report
+        table.attrs["endpoint_usage"] = engine.usage
+    return table, completions
 
 
 _THINK = re.compile(r"<think>(.*?)</think>", re.DOTALL)
@@ -355,6 +381,8 @@ def run_eval(config: EvalConfig) -> pd.DataFrame | None:
     reasons = dict(Counter(s["reason"] for s in skipped))
     report = {"config": config.model_dump(mode="json"), "n_items": len(items), "n_skipped": len(skipped),
               "skipped_reasons": reasons, "skipped": skipped, "accuracy": comparison.to_dict()}
+    if config.endpoint:
+        report["endpoint_usage"] = {name: column.attrs.get("endpoint_usage") for name, column in columns.items()}
     (config.out / "report.json").write_text(json.dumps(report, indent=2))
     write_chart(comparison.drop(index="n"), config.out / "accuracy.png")
     comparison.attrs.update(n_skipped=len(skipped), skipped_reasons=reasons)  # for the printed summary

@@ -1,41 +1,32 @@
 """`EndpointEngine`: k completions per prompt from an OpenAI-compatible server that accepts audio
-(vLLM serving Qwen2-Audio or Qwen2.5-Omni, or any chat API with `input_audio` parts).
+(vLLM or SGLang serving Qwen2-Audio or Qwen2.5-Omni, or any chat API with `input_audio` parts).
 
-Same interface as `LocalEngine.sample`, so difficulty scoring and evaluation swap engines freely.
-Each prompt's audio part becomes an `input_audio` content part (base64 16-bit WAV); a prompt's k
-samples come from one request with `n=k` (or k requests of n=1 for servers without `n`), and
-requests run on a bounded thread pool. Retries with backoff are the openai SDK's own.
+Same interface as `LocalEngine.sample`, so difficulty scoring (`sari-data difficulty --endpoint`)
+and evaluation (`sari-train eval --endpoint`) swap engines freely. Requests go through the
+toolkit's one OpenAI client (openai_client.py: bounded concurrency, retries with backoff and
+Retry-After, the key read from an environment variable, the server's error messages kept); each
+prompt's audio part becomes an `input_audio` part (base64 16-bit WAV); a prompt's k samples come
+from one request with `n=k` (or k requests of n=1 for servers without `n`). Nothing is cached: a
+sampled answer is not to be replayed.
 """
 
 from __future__ import annotations
 
-import base64
-import io
-import os
-from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+import asyncio
+from collections.abc import Awaitable, Sequence
 from typing import Any
 
 import numpy as np
-import openai
-import soundfile as sf
 
+from corpus.provenance import redact_url
+from sari_train.openai_client import (EndpointError, EndpointOptions, LLMClient, LLMConfig, RequestFailed, audio_part,
+                                      reply_texts)
 from sari_train.rollout import Rollouts, SamplingSettings
-
-
-class EndpointError(RuntimeError):
-    """The server could not be reached or refused a request (the message says which and what to do)."""
-
-
-def wav_base64(waveform: np.ndarray, sample_rate: int) -> str:
-    buffer = io.BytesIO()
-    sf.write(buffer, np.asarray(waveform, dtype=np.float32), sample_rate, format="WAV", subtype="PCM_16")
-    return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
 def openai_messages(messages: list[dict[str, Any]], waveform: np.ndarray, sample_rate: int) -> list[dict[str, Any]]:
     """Our chat messages (one audio part per prompt) in the OpenAI format, the clip inlined as WAV."""
-    audio = {"type": "input_audio", "input_audio": {"data": wav_base64(waveform, sample_rate), "format": "wav"}}
+    audio = audio_part(waveform, sample_rate)
     converted = []
     for turn in messages:
         content = turn["content"]
@@ -47,12 +38,19 @@ def openai_messages(messages: list[dict[str, Any]], waveform: np.ndarray, sample
 
 
 class EndpointEngine:
-    def __init__(self, base_url: str, model: str, *, api_key: str | None = None, concurrency: int = 8,
-                 retries: int = 3, timeout: float = 120.0, n_per_request: bool = True, sample_rate: int = 16000):
-        self.base_url, self.model, self.concurrency = base_url, model, concurrency
-        self.retries, self.n_per_request, self.sample_rate = retries, n_per_request, sample_rate
-        self.client = openai.OpenAI(base_url=base_url, api_key=api_key or os.environ.get("OPENAI_API_KEY", "EMPTY"),
-                                    max_retries=retries, timeout=timeout)
+    def __init__(self, base_url: str, model: str, *, api_key_env: str = "OPENAI_API_KEY", concurrency: int = 8,
+                 retries: int = 3, timeout: float = 120.0, backoff_s: float = 1.0, n_per_request: bool = True,
+                 sample_rate: int = 16000):
+        self.n_per_request, self.sample_rate = n_per_request, sample_rate
+        self.config = LLMConfig(base_url=base_url, model=model, api_key_env=api_key_env, concurrency=concurrency,
+                                max_retries=retries, timeout_s=timeout, backoff_s=backoff_s, max_reasks=0)
+        self._loop = asyncio.new_event_loop()  # one loop for the engine's life, so connections are reused
+        self.client = LLMClient(self.config)
+
+    @classmethod
+    def from_options(cls, options: EndpointOptions, model: str, **kwargs: Any) -> EndpointEngine:
+        return cls(options.endpoint, model, api_key_env=options.api_key_env, concurrency=options.concurrency,
+                   retries=options.retries, timeout=options.timeout, **kwargs)
 
     def sample(self, messages: Sequence[list[dict[str, Any]]], waveforms: Sequence[np.ndarray],
                settings: SamplingSettings, seeds: Sequence[int] | None = None) -> Rollouts:
@@ -66,26 +64,52 @@ class EndpointEngine:
         jobs = [(i, k, s) for i, s in enumerate(seeds)] if self.n_per_request else \
             [(i, 1, s + j) for i, s in enumerate(seeds) for j in range(k)]
         chats = [openai_messages(m, w, self.sample_rate) for m, w in zip(messages, waveforms)]
-        with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
-            answers = list(pool.map(lambda job: self._request(chats[job[0]], job[1], job[2], settings), jobs))
+        answers = self._loop.run_until_complete(_all([self._request(chats[i], n, s, settings) for i, n, s in jobs]))
         texts: list[list[str]] = [[] for _ in messages]
         for (i, _, _), got in zip(jobs, answers):
             texts[i].extend(got)
         return Rollouts(texts)
 
-    def _request(self, chat: list[dict[str, Any]], n: int, seed: int, settings: SamplingSettings) -> list[str]:
+    async def _request(self, chat: list[dict[str, Any]], n: int, seed: int, settings: SamplingSettings) -> list[str]:
+        params = dict(n=n, seed=seed, temperature=settings.temperature, top_p=settings.top_p,
+                      max_tokens=settings.max_new_tokens)
+        where = f"{redact_url(self.config.base_url or '')} (model {self.config.model!r})"
         try:
-            response = self.client.chat.completions.create(
-                model=self.model, messages=chat, n=n, seed=seed, temperature=settings.temperature,
-                top_p=settings.top_p, max_tokens=settings.max_new_tokens)
-        except openai.APIConnectionError as err:
-            raise EndpointError(f"cannot reach the endpoint {self.base_url} ({err}) after {self.retries} "
-                                f"retries; start the server or fix the endpoint URL") from err
-        except openai.APIStatusError as err:
-            raise EndpointError(f"endpoint {self.base_url} answered HTTP {err.status_code} for model "
-                                f"{self.model!r}: {err.message}") from err
-        choices = sorted(response.choices, key=lambda c: c.index)
-        if len(choices) != n:
-            raise EndpointError(f"endpoint {self.base_url} returned {len(choices)} choices for n={n}; "
-                                f"if the server ignores `n`, set n_per_request to false")
-        return [c.message.content or "" for c in choices]
+            reply = await self.client.chat(chat, **params)
+        except RequestFailed as err:
+            if err.reason in ("connection_error", "timeout"):
+                raise EndpointError(f"cannot reach the endpoint {where}: {err.message}; start the server or fix "
+                                    "the endpoint URL") from None
+            raise EndpointError(f"the endpoint {where} failed a request for good: {err.message}") from None
+        texts = reply_texts(reply)
+        if len(texts) != n:
+            raise EndpointError(f"{where} returned {len(texts)} choices for n={n}; if the server ignores `n`, "
+                                "set n_per_request to false")
+        return texts
+
+    @property
+    def usage(self) -> dict[str, Any]:
+        """Requests sent, retries, tokens and failures so far (the client's usage report)."""
+        return self.client.usage.report(self.config)
+
+    def close(self) -> None:
+        if not self._loop.is_closed():
+            self._loop.run_until_complete(self.client.close())
+            self._loop.close()
+
+    def __enter__(self) -> EndpointEngine:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+async def _all(requests: list[Awaitable[list[str]]]) -> list[list[str]]:
+    """Every request's answer, in order; the first failure cancels the rest."""
+    tasks = [asyncio.ensure_future(r) for r in requests]
+    try:
+        return await asyncio.gather(*tasks)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)

@@ -21,9 +21,8 @@ from corpus.provenance import recorded_run
 from corpus.records import Difficulty, Item, Quarantine, Rollout
 from corpus.scoring import extract_answer, mmau_match
 from corpus.store import Workspace
-from sari_data.llm.client import LLMClient
-from sari_data.llm.config import LLMConfig
 from sari_data.llm.runner import open_client, run_all, select_items
+from sari_train.openai_client import LLMClient, LLMConfig
 from sari_train.prompts import PromptStyle, user_text
 
 SYSTEM = ("You cannot hear the audio the question refers to. Answer from the question and the options alone; "

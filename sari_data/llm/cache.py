@@ -2,7 +2,7 @@
 
 The client stores only the replies of exchanges that ended in a usable answer, so a failure is asked
 again on the next run instead of being replayed forever. One JSON line per reply, keyed by the
-sha256 of (model, messages, parameters, schema).
+client's `request_key` (a sha256 of model, messages, parameters, schema).
 A line is written and flushed to the kernel before the request counts as finished, so a killed
 process loses at most the requests still in flight; a line cut short by the kill is skipped on
 load (that request is simply sent again). Only responses are stored, never the request headers,
@@ -11,16 +11,9 @@ so no credential can reach this file.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import Any
-
-
-def request_key(model: str, messages: list[dict[str, Any]], params: dict[str, Any], schema: dict | None) -> str:
-    """The cache key: a hash of everything that shapes the answer (the schema hash is its version)."""
-    payload = {"model": model, "messages": messages, "params": params, "schema": schema}
-    return hashlib.sha256(json.dumps(payload, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
 
 
 class RequestCache:

@@ -16,26 +16,22 @@ Both backends go through the request cache, so a re-run never captions a clip tw
 from __future__ import annotations
 
 import asyncio
-import base64
 import hashlib
-import io
 import os
 import re
 from pathlib import Path
 from typing import Any
 
-import librosa
 import numpy as np
-import soundfile as sf
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from corpus.clips import read_audio
 from corpus.provenance import recorded_run
 from corpus.records import Clip as StoredClip, Item, Task
 from corpus.store import Workspace
-from sari_data.llm.client import LLMClient, check_transport
-from sari_data.llm.config import LLMConfig
-from sari_data.llm.runner import CACHE_FILE, open_client, run_all
 from sari_data.llm.cache import RequestCache
+from sari_data.llm.runner import CACHE_FILE, open_client, run_all
+from sari_train.openai_client import LLMClient, LLMConfig, audio_part, check_transport
 
 SAMPLE_RATE = 16000
 AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".mp3"}
@@ -91,22 +87,9 @@ def write_clips(path: Path, clips: list[Clip]) -> Path:
     return path
 
 
-def load_audio(path: str | Path) -> np.ndarray:
-    """A file as float32 mono at 16 kHz."""
-    samples, rate = sf.read(path, dtype="float32", always_2d=True)
-    mono = samples.mean(axis=1)
-    return librosa.resample(mono, orig_sr=rate, target_sr=SAMPLE_RATE) if rate != SAMPLE_RATE else mono
-
-
-def wav_base64(samples: np.ndarray) -> str:
-    buffer = io.BytesIO()
-    sf.write(buffer, samples, SAMPLE_RATE, format="WAV", subtype="PCM_16")
-    return base64.b64encode(buffer.getvalue()).decode()
-
-
 def caption_messages(samples: np.ndarray) -> list[dict[str, Any]]:
     return [{"role": "user", "content": [
-        {"type": "input_audio", "input_audio": {"data": wav_base64(samples), "format": "wav"}},
+        audio_part(samples, SAMPLE_RATE),
         {"type": "text", "text": CAPTION_PROMPT}]}]
 
 
@@ -179,7 +162,7 @@ def caption_all(jobs: dict[str, Path], ws_root: Path, config: LLMConfig, local_m
         step = captioner.engine.batch_size
         for start in range(0, len(keys), step):
             chunk = keys[start:start + step]
-            results.update(zip(chunk, captioner.captions([load_audio(jobs[k]) for k in chunk])))
+            results.update(zip(chunk, captioner.captions([read_audio(jobs[k]) for k in chunk])))
         cache.close()
         return results, captioner.name, None
     client = open_client(ws_root, config)
@@ -188,7 +171,7 @@ def caption_all(jobs: dict[str, Path], ws_root: Path, config: LLMConfig, local_m
         def write(batch: list[tuple[str, str | None, str]]) -> None:
             results.update({key: (caption, reason) for key, caption, reason in batch})
         try:
-            await run_all((_endpoint_caption(client, k, load_audio(p)) for k, p in jobs.items()), write,
+            await run_all((_endpoint_caption(client, k, read_audio(p)) for k, p in jobs.items()), write,
                           total=len(jobs), desc="captions", progress=progress)
         finally:
             await client.close()

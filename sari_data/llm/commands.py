@@ -11,7 +11,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from sari_data.llm.config import LLMConfig
+from sari_train.openai_client import LLMConfig
 from sari_data.llm.runner import format_rows, usage_table
 from sari_data.recipe import STAGE_OPTIONS, RecipeError, load_recipe
 

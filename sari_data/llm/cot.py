@@ -26,10 +26,9 @@ from corpus.provenance import recorded_run
 from corpus.records import ChainOfThought, Item
 from corpus.scoring import normalise, normalised_match
 from corpus.store import Workspace
-from sari_data.llm.client import EndpointError, LLMClient, schema_instructions
-from sari_data.llm.config import LLMConfig
 from sari_data.llm.runner import open_client, run_all, select_items
 from sari_data.llm.templates import is_synthetic, template_chains
+from sari_train.openai_client import EndpointError, LLMClient, LLMConfig, schema_instructions
 from sari_train.prompts import structured_sections
 
 STYLES = ("structured", "free")

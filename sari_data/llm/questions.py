@@ -23,17 +23,16 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
-from corpus.clips import save_clip
+from corpus.clips import read_audio, save_clip
 from corpus.provenance import recorded_run
 from corpus.records import AudioRef, Clip as StoredClip, Item, Quarantine, make_item_id
 from corpus.scoring import normalise, words
 from corpus.store import Workspace
-from sari_data.llm.captions import SAMPLE_RATE, Clip, load_audio, read_clips
-from sari_data.llm.client import LLMClient, check_transport, schema_instructions
-from sari_data.llm.config import LLMConfig
+from sari_data.llm.captions import SAMPLE_RATE, Clip, read_clips
 from sari_data.llm.runner import open_client, run_all
 from sari_data.sources import item_or_quarantine
 from sari_data.steps import balance_positions
+from sari_train.openai_client import LLMClient, LLMConfig, check_transport, schema_instructions
 
 FAMILIES: dict[str, tuple[str, ...]] = {
     "sound": ("event identification", "sound source", "counting", "temporal order", "acoustic scene",
@@ -147,7 +146,7 @@ async def _clip_job(client: LLMClient, locator: str, clip: Clip, audio: AudioRef
 
 
 def stored_audio(ws: Workspace, clip: Clip) -> AudioRef | None:
-    samples: np.ndarray = load_audio(clip.audio)
+    samples: np.ndarray = read_audio(clip.audio, SAMPLE_RATE)
     return save_clip(ws.audio_dir, samples, SAMPLE_RATE)
 
 

@@ -14,8 +14,7 @@ from tqdm import tqdm
 from corpus.records import Item
 from corpus.store import Workspace
 from sari_data.llm.cache import RequestCache
-from sari_data.llm.client import LLMClient
-from sari_data.llm.config import LLMConfig
+from sari_train.openai_client import LLMClient, LLMConfig
 
 CACHE_FILE = "llm_cache.jsonl"  # in the workspace root; holds replies only, never credentials
 R = TypeVar("R")

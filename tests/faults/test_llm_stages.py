@@ -14,10 +14,9 @@ from corpus.store import Workspace
 from corpus.testing import dummy_item
 from sari_data.cli import main as sari_data
 from sari_data.llm.captions import run_captions
-from sari_data.llm.client import EndpointError
-from sari_data.llm.config import LLMConfig
 from sari_data.llm.cot import chain_problem, run_cot
 from sari_data.llm.testing import FakeChatServer, Reply
+from sari_train.openai_client import EndpointError, LLMConfig
 
 HIGH = dummy_item(0, answer="high", answer_index=0)  # options high / low
 SWEEP = dummy_item(1, choices=["rising", "falling"], answer="falling", answer_index=1)
@@ -144,7 +143,7 @@ def test_an_unreachable_endpoint_stops_the_run_in_one_line(tmp_path, capsys):
     code, _, err = run_cli(sari_data, ["cot", "--workspace", tmp_path, "--writer", "llm", "--base-url", url,
                                        "--model", "m", "--quiet"], capsys)
     line = one_line_error(err, "sari-data cot")
-    assert code == 2 and f"cannot reach the LLM endpoint {url}" in line and "start the server" in line
+    assert code == 2 and f"cannot reach the endpoint {url}" in line and "start the server" in line
     assert len(cots(tmp_path)) == 0  # no failed chains stored
     with Workspace(tmp_path, read_only=True) as ws:
         assert ws.frame("runs").status.tolist() == ["failed"]

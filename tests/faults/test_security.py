@@ -15,10 +15,9 @@ import torch
 from corpus.provenance import recorded_run
 from corpus.store import Workspace
 from corpus.testing import dummy_item
-from sari_data.llm.client import Usage
-from sari_data.llm.config import LLMConfig
 from sari_data.quality import normalise_text
 from sari_data.view.api import redact
+from sari_train.openai_client import LLMConfig, Usage
 from sari_train.config import ConfigError
 from sari_train import training
 

@@ -131,3 +131,61 @@ def test_benchmark_questions_are_asked_as_written(tmp_path):
     style = eval_style(config, str(tmp_path / "not-ours"))
     assert "in the video" in user_text("What happens in the video?", ["a", "b"], style)
     assert style.format == "implicit"
+
+
+def served_workspace(root, n=5):
+    from corpus.store import Workspace
+    from corpus.testing import dummy_item
+
+    with Workspace(root, create=True) as ws:
+        ws.upsert([dummy_item(i, workspace=root, split="test") for i in range(n)])
+    return root
+
+
+def test_eval_through_an_endpoint_asks_greedy_with_the_same_prompts(tmp_path):
+    from sari_train.evaluate import eval_style, workspace_items
+    from sari_train.fake_endpoint import serve
+    from sari_train.prompts import messages
+    from sari_train.rollout_endpoint import openai_messages
+
+    root = served_workspace(tmp_path / "ws")
+    with serve() as server:
+        config = EvalConfig(models=["judge=served-model"], endpoint=server.url, workspace=root, shuffled=False,
+                            batch_size=2, max_new_tokens=16, out=tmp_path / "out")
+        table = run_eval(config)
+    assert {(r["model"], r["temperature"], r["n"], r["max_tokens"]) for r in server.requests} == {
+        ("served-model", 0.0, 1, 16)}
+    items = workspace_items(root, "test", None)
+    style = eval_style(config, "served-model")
+    asked = [openai_messages(messages(i.question, i.choices, style), i.audio, 16000) for i in items]
+    assert sorted(map(json.dumps, (r["messages"] for r in server.requests))) == sorted(map(json.dumps, asked))
+    predictions = json.loads((tmp_path / "out" / "judge" / "mmau_predictions.json").read_text())
+    assert [p["id"] for p in predictions] == [i.record["id"] for i in items]
+    assert {p["raw_output"] for p in predictions} <= {"<answer>high</answer>", "<answer>low</answer>"}
+    correct = [p["model_output"] == "low" for p in predictions]  # every dummy item's answer is "low"
+    assert table.loc["total", "judge"] == pytest.approx(100 * sum(correct) / len(correct))
+    assert table.loc["n", "judge"] == 5
+    usage = json.loads((tmp_path / "out" / "report.json").read_text())["endpoint_usage"]["judge"]
+    assert usage["requests_sent"] == 5 and usage["retries"] == 0 and usage["model"] == "served-model"
+
+
+def test_eval_command_with_an_endpoint_and_an_unreachable_one(tmp_path, capsys):
+    import socket
+
+    from sari_train.cli import main
+    from sari_train.fake_endpoint import serve
+
+    root = served_workspace(tmp_path / "ws", n=3)
+    with serve() as server:
+        assert main(["eval", "--endpoint", server.url, "--model", "served", "--workspace", str(root),
+                     "--out", str(tmp_path / "out"), "--retries", "0"]) == 0
+    assert len(server.requests) == 6  # 3 items, and again with the options shuffled
+    assert "total (shuffled options)" in capsys.readouterr().out
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    assert main(["eval", "--endpoint", f"http://127.0.0.1:{port}/v1", "--model", "served", "--workspace", str(root),
+                 "--out", str(tmp_path / "out2"), "--retries", "0", "--timeout", "5"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.count("\n") == 0 and f"cannot reach the endpoint http://127.0.0.1:{port}/v1" in error
+    assert "start the server" in error

@@ -92,7 +92,7 @@ def planted_model(monkeypatch):
     monkeypatch.setattr(E.AudioLM, "load", staticmethod(lambda path, **_: None))
     monkeypatch.setattr(E, "LocalEngine", lambda lm, batch_size: None)
 
-    def predict(engine, items, style, settings, choices=None, desc=""):
+    def predict(engine, items, style, settings, choices=None, desc="", batch_size=8):
         return [planted(i.question, i.choices, i.answer, int(re.sub(r"\D", "", i.id)[-3:] or 0)) for i in items]
     monkeypatch.setattr(E, "predict", predict)
 

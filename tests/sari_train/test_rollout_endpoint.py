@@ -58,10 +58,12 @@ def test_k_requests_of_one_for_servers_without_n():
     assert sorted((r["n"], r["seed"]) for r in server.requests) == [(1, 5), (1, 6), (1, 7), (1, 8)]
 
 
-def test_server_errors_are_retried():
-    with serve(fail_first=2) as server:
-        out = EndpointEngine(server.url, "m", retries=2).sample(PROMPTS[:1], noise_clips(1), SETTINGS)
+def test_server_errors_are_retried_by_the_shared_client():
+    with serve(fail_first=2) as server, EndpointEngine(server.url, "m", retries=2, backoff_s=0.01) as engine:
+        out = engine.sample(PROMPTS[:1], noise_clips(1), SETTINGS)
+        usage = engine.usage
     assert len(out.texts[0]) == 4 and len(server.requests) == 3
+    assert usage["retries"] == 2 and usage["requests_sent"] == 1 and usage["completion_tokens"] == 4
 
 
 def test_an_unreachable_endpoint_is_one_clear_error():
@@ -75,5 +77,5 @@ def test_an_unreachable_endpoint_is_one_clear_error():
 
 def test_a_refusing_server_is_reported_with_its_status():
     with serve(fail_first=5) as server:
-        with pytest.raises(EndpointError, match="answered HTTP 500"):
+        with pytest.raises(EndpointError, match="http_500 on all 1 attempts: try again"):  # the server's words
             EndpointEngine(server.url, "m", retries=0).sample(PROMPTS[:1], noise_clips(1), SETTINGS)

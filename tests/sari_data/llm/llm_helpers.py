@@ -7,7 +7,7 @@ import re
 
 from corpus.records import Item, make_item_id
 from corpus.store import Workspace
-from sari_data.llm.config import LLMConfig
+from sari_train.openai_client import LLMConfig
 from sari_data.llm.testing import FakeChatServer, last_user_text
 
 FAMILY_CHOICES = {"pitch_high_low": ["high", "low"], "count_beeps": ["2", "3", "4", "5"]}

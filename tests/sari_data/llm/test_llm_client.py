@@ -9,9 +9,9 @@ import pytest
 from llm_helpers import config_for
 from pydantic import BaseModel, ConfigDict
 
-from sari_data.llm.cache import RequestCache, request_key
-from sari_data.llm.client import EndpointError, LLMClient, parse_reply, retry_after
+from sari_data.llm.cache import RequestCache
 from sari_data.llm.testing import FakeChatServer, Reply
+from sari_train.openai_client import EndpointError, LLMClient, parse_reply, request_key, retry_after
 
 MESSAGES = [{"role": "user", "content": "Name a colour."}]
 

@@ -1,28 +1,40 @@
-"""One async client for every LLM stage: the official `openai` SDK against any compatible endpoint.
+"""The one OpenAI-compatible client of the toolkit: the LLM stages of `sari-data` (captions, questions,
+chains of thought, blind test) and the rollout endpoint engine (`sari-data difficulty --endpoint`,
+`sari-train eval --endpoint`) all send their requests through `LLMClient`, over the official async
+`openai` SDK, to any compatible server (OpenAI, vLLM, SGLang, llama.cpp server, Ollama).
 
     client = LLMClient(config, RequestCache(ws.root / "llm_cache.jsonl"))
     outcome = await client.ask(messages, schema=Chain, check=ends_on_gold)
+    reply = await client.chat(messages, n=4, seed=7, temperature=1.0)    # reply_texts(reply): the 4 answers
 
 What it adds to the SDK, and why:
   * bounded concurrency (a semaphore), so a big corpus does not open thousands of connections;
   * its own retries (the SDK's are off) on 408/409/429/5xx, timeouts and dropped connections,
     with exponential backoff that honours Retry-After, so every retry is counted and tested;
+  * the key read only from an environment variable whose *name* is configured, so no recipe, run
+    record or cache ever holds it; the server's own error message kept in every error;
   * structured outputs: a pydantic schema is sent as `response_format` json_schema, and the reply
     is validated here whatever the server did; a reply that fails (malformed JSON, a schema
     violation, a refusal, a stage check such as "the chain ends on the gold option") is re-asked
     with the error, a bounded number of times, then reported as a failure with a reason code;
-  * a persistent request cache: an exchange that ended in a usable reply is never sent again (see
-    cache.py); a failed one is not cached, so a re-run asks again;
+  * an optional persistent request cache (anything with `get(key)` and `put(key, reply)`, e.g.
+    `sari_data.llm.cache.RequestCache`): an exchange that ended in a usable reply is never sent
+    again; a failed one is not cached, so a re-run asks again; identical requests in flight share one reply;
   * early stops: an endpoint that never answers, or that says it cannot take the input (e.g. audio
     on a text-only server), ends the run with one line; server-side failures (connection errors,
     timeouts, 5xx) are reported per item and `check_transport` fails a run where most requests hit them;
   * token and cost accounting, reported in the run's provenance.
+Audio goes into a chat as an `input_audio` part holding a base64 16-bit WAV (`audio_part`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
+import io
 import json
+import os
 import random
 import re
 from collections import Counter
@@ -30,15 +42,71 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from datetime import datetime, timezone
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
-import openai
-from pydantic import BaseModel, ValidationError
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from corpus.provenance import RunFailed, redact_url
-from sari_data.llm.cache import RequestCache, request_key
-from sari_data.llm.config import LLMConfig
-from sari_data.recipe import RecipeError
+
+if TYPE_CHECKING:
+    import openai
+
+ENV_BASE_URL = ("SARI_LLM_BASE_URL", "OPENAI_BASE_URL")
+ENV_MODEL = ("SARI_LLM_MODEL",)
+
+
+class LLMConfig(BaseModel):
+    """Endpoint, model and request policy (the `llm:` block of a recipe for the LLM stages).
+
+    The API key is never a field: only the *name* of the environment variable that holds it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    base_url: str | None = Field(None, description="e.g. http://localhost:8000/v1; env SARI_LLM_BASE_URL or OPENAI_BASE_URL")
+    model: str | None = Field(None, description="model name the endpoint serves; env SARI_LLM_MODEL")
+    api_key_env: str = Field("OPENAI_API_KEY", description="name of the environment variable holding the key")
+    concurrency: int = Field(16, ge=1, description="requests in flight at once")
+    timeout_s: float = Field(120.0, gt=0, description="per-request timeout; a timeout is retried")
+    max_retries: int = Field(6, ge=0, description="retries on 408/409/429/5xx, timeouts and dropped connections")
+    backoff_s: float = Field(1.0, ge=0, description="first retry wait; doubles each retry (jittered)")
+    max_backoff_s: float = Field(60.0, ge=0, description="cap on any wait, Retry-After included")
+    max_reasks: int = Field(2, ge=0, description="re-asks with the validation error before an item is recorded failed")
+    temperature: float = Field(0.7, ge=0)
+    max_tokens: int = Field(1024, ge=1)
+    json_schema: bool = Field(True, description="ask for response_format json_schema (we validate either way)")
+    price_input_per_mtok: float = Field(0.0, ge=0, description="USD per million prompt tokens, for the cost report")
+    price_output_per_mtok: float = Field(0.0, ge=0, description="USD per million completion tokens")
+
+    def resolved(self) -> LLMConfig:
+        """This config with base URL and model filled from the environment where unset."""
+        return self.model_copy(update={"base_url": self.base_url or _first_env(ENV_BASE_URL),
+                                       "model": self.model or _first_env(ENV_MODEL)})
+
+    @property
+    def configured(self) -> bool:
+        return bool(self.base_url and self.model)
+
+    def api_key(self) -> str:
+        # Keyless local servers accept any token; "EMPTY" is the vLLM convention.
+        return os.environ.get(self.api_key_env) or "EMPTY"
+
+
+class EndpointOptions(BaseModel):
+    """Where a served audio LM answers (vLLM, SGLang): the endpoint settings of `sari-data difficulty`
+    and `sari-train eval`; the served model's name is their `model`."""
+
+    endpoint: str | None = Field(None, description="base URL of an OpenAI-compatible server that takes audio "
+                                                   "(e.g. http://127.0.0.1:8000/v1); the model is its served name")
+    api_key_env: str = Field("OPENAI_API_KEY", description="endpoint: name of the environment variable holding the key")
+    concurrency: int = Field(8, ge=1, description="endpoint: requests in flight")
+    retries: int = Field(3, ge=0, description="endpoint: retries per request (with backoff, honouring Retry-After)")
+    timeout: float = Field(120.0, gt=0, description="endpoint: seconds per request")
+
+
+def _first_env(names: tuple[str, ...]) -> str | None:
+    return next((os.environ[n] for n in names if os.environ.get(n)), None)
+
 
 T = TypeVar("T")
 RETRYABLE = {408, 409, 429}
@@ -51,8 +119,45 @@ UNSUPPORTED_INPUT = re.compile(
 Check = Callable[[Any], "tuple[str, str] | None"]  # a value -> None, or (reason code, message)
 
 
-class EndpointError(RecipeError):
-    """The endpoint cannot serve this run at all (not configured, bad key, unknown model): stop."""
+class EndpointError(RuntimeError):
+    """The endpoint cannot serve this run at all (not configured, unreachable, bad key, unknown model,
+    input it cannot take): stop; the message says which and what to do."""
+
+
+class Cache(Protocol):
+    def get(self, key: str) -> dict[str, Any] | None: ...
+    def put(self, key: str, reply: dict[str, Any]) -> None: ...
+
+
+class NoCache:
+    """Every request is sent (rollouts: a sampled answer is not to be replayed)."""
+
+    def get(self, key: str) -> dict[str, Any] | None:
+        return None
+
+    def put(self, key: str, reply: dict[str, Any]) -> None:
+        pass
+
+
+def request_key(model: str, messages: list[dict[str, Any]], params: dict[str, Any], schema: dict | None) -> str:
+    """A request's identity (cache key, sharing of identical requests in flight): a hash of everything
+    that shapes the answer (the schema hash is its version)."""
+    payload = {"model": model, "messages": messages, "params": params, "schema": schema}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+
+
+def wav_base64(samples: np.ndarray, sample_rate: int = 16000) -> str:
+    """Float samples in [-1, 1] as a base64 16-bit PCM WAV file."""
+    import soundfile as sf
+
+    buffer = io.BytesIO()
+    sf.write(buffer, np.asarray(samples, dtype=np.float32), sample_rate, format="WAV", subtype="PCM_16")
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def audio_part(samples: np.ndarray, sample_rate: int = 16000) -> dict[str, Any]:
+    """A clip as an OpenAI chat content part (what vLLM, SGLang and OpenAI's audio models read)."""
+    return {"type": "input_audio", "input_audio": {"data": wav_base64(samples, sample_rate), "format": "wav"}}
 
 
 class RequestFailed(Exception):
@@ -111,13 +216,15 @@ class Usage:
 
 
 class LLMClient:
-    def __init__(self, config: LLMConfig, cache: RequestCache, *, sdk: openai.AsyncOpenAI | None = None):
+    def __init__(self, config: LLMConfig, cache: Cache | None = None, *, sdk: openai.AsyncOpenAI | None = None):
+        import openai  # here, not at the top: loading a recipe must not pay for the SDK
+
         config = config.resolved()
         if not config.configured:
             raise EndpointError("no LLM endpoint configured: pass --base-url and --model, set SARI_LLM_BASE_URL "
                                 "and SARI_LLM_MODEL, or add an `llm:` block to the recipe")
         self.config = config
-        self.cache = cache
+        self.cache = cache if cache is not None else NoCache()
         self.usage = Usage()
         self.use_json_schema = config.json_schema
         self._semaphore = asyncio.Semaphore(config.concurrency)
@@ -209,6 +316,8 @@ class LLMClient:
 
     async def _send(self, messages: list[dict[str, Any]], params: dict[str, Any],
                     schema: type[BaseModel] | None, schema_json: dict | None) -> dict[str, Any]:
+        import openai
+
         attempt = 0
         last_detail = ""
         while True:
@@ -226,9 +335,9 @@ class LLMClient:
             except openai.APIConnectionError as err:
                 reason = "connection_error"
                 if not self._connected and attempt >= min(self.config.max_retries, RETRIES_UNTIL_CONNECTED):
-                    raise EndpointError(f"cannot reach the LLM endpoint {redact_url(self.config.base_url or '')} "
+                    raise EndpointError(f"cannot reach the endpoint {redact_url(self.config.base_url or '')} "
                                         f"({_short(str(err.__cause__ or err), 120)}); start the server or fix "
-                                        "--base-url") from None
+                                        "the endpoint URL") from None
             except openai.APIStatusError as err:
                 self._connected = True
                 status, detail = err.status_code, server_message(err)
@@ -275,13 +384,23 @@ def check_transport(report: dict[str, Any]) -> None:
 
 
 def reply_dict(completion: Any) -> dict[str, Any]:
-    """The parts of a chat completion we keep (and cache)."""
-    choice = completion.choices[0]
+    """The parts of a chat completion we keep (and cache): the first choice, and the texts of the
+    others when `n` asked for more (`reply_texts`)."""
+    choices = sorted(completion.choices, key=lambda c: c.index or 0)
+    choice = choices[0]
     usage = completion.usage
-    return {"content": choice.message.content, "refusal": getattr(choice.message, "refusal", None),
-            "finish_reason": choice.finish_reason,
-            "usage": {"prompt_tokens": int(getattr(usage, "prompt_tokens", 0) or 0),
-                      "completion_tokens": int(getattr(usage, "completion_tokens", 0) or 0)}}
+    reply = {"content": choice.message.content, "refusal": getattr(choice.message, "refusal", None),
+             "finish_reason": choice.finish_reason,
+             "usage": {"prompt_tokens": int(getattr(usage, "prompt_tokens", 0) or 0),
+                       "completion_tokens": int(getattr(usage, "completion_tokens", 0) or 0)}}
+    if len(choices) > 1:
+        reply["more"] = [c.message.content or "" for c in choices[1:]]
+    return reply
+
+
+def reply_texts(reply: dict[str, Any]) -> list[str]:
+    """Every choice's text, in the server's order."""
+    return [reply.get("content") or "", *reply.get("more", [])]
 
 
 def server_message(err: openai.APIStatusError) -> str:
