@@ -203,9 +203,9 @@ def make_accelerator(dtype: str = "float32") -> Any:
                        dataloader_config=DataLoaderConfiguration(split_batches=True))
 
 
-def is_sharded(accelerator: Any) -> bool:
-    """FSDP or DeepSpeed: weights and optimizer state live in pieces across processes."""
-    return accelerator.distributed_type.value in ("FSDP", "DEEPSPEED")
+def uses_deepspeed(accelerator: Any) -> bool:
+    """DeepSpeed's engine keeps its own checkpoints and batch bookkeeping."""
+    return accelerator.distributed_type.value == "DEEPSPEED"
 
 
 def seed_everything(seed: int) -> None:
@@ -422,7 +422,7 @@ class Run:
         accelerator, folder = self.accelerator, checkpoint_dir(self.config.out, step)
         accelerator.wait_for_everyone()
         weights, optimizer = self.full_weights(), self._optimizer_state()
-        if accelerator.distributed_type.value == "DEEPSPEED":  # ZeRO keeps weights and moments in pieces
+        if uses_deepspeed(accelerator):  # ZeRO keeps weights and moments in pieces
             accelerator.save_state(str(folder / "deepspeed"))
         if accelerator.is_main_process:
             self.save(folder, weights)
@@ -448,7 +448,7 @@ class Run:
 
             return gathered(get_optimizer_state_dict(self.model, self.optimizer.optimizer,
                                                      options=StateDictOptions(full_state_dict=True, cpu_offload=True)))
-        if self.accelerator.distributed_type.value == "DEEPSPEED":
+        if uses_deepspeed(self.accelerator):
             return None  # in the engine's own checkpoint (save_state)
         return self.optimizer.state_dict()
 
@@ -459,7 +459,7 @@ class Run:
 
             set_optimizer_state_dict(self.model, self.optimizer.optimizer, state["optimizer"],
                                      options=StateDictOptions(full_state_dict=True))
-        elif self.accelerator.distributed_type.value == "DEEPSPEED":
+        elif uses_deepspeed(self.accelerator):
             self.accelerator.load_state(str(folder / "deepspeed"))
         else:
             self.optimizer.load_state_dict(state["optimizer"])
@@ -510,7 +510,7 @@ def start_run(config: TrainConfig, accelerator: Any, sampler: Any, updates: int,
         sampler.load_state_dict(state["sampler"])
         start = step_of(checkpoint)
     optimizer, scheduler = optimizer_and_schedule(lm.model, config, updates)
-    if accelerator.distributed_type.value == "DEEPSPEED":  # we feed the batches; the engine only books sizes
+    if uses_deepspeed(accelerator):  # we feed the batches; the engine only books sizes
         accelerator.state.deepspeed_plugin.deepspeed_config.update(
             train_micro_batch_size_per_gpu=1, gradient_accumulation_steps=1, train_batch_size=accelerator.num_processes)
     model, optimizer, scheduler = accelerator.prepare(lm.model, optimizer, scheduler)
