@@ -15,8 +15,9 @@ pipelines/accelerate/...`). Saving gathers the full weights first.
 
 A checkpoint folder is a loadable model (`AudioLM.load(folder)`: merged weights in `dtype`,
 tokenizer, feature extractor) plus `config.yaml`, `trainer_state.pt` (optimizer, scheduler, step,
-and the float32 values of the trained weights when they differ from the saved ones) and one
-`rng-<rank>.pt` per process.
+sampler, loss scale, and the float32 values of the trained weights when they differ from the
+saved ones), one `rng-<rank>.pt` per process and, under DeepSpeed, the engine's own `deepspeed/`.
+Checkpoint files are read back with `weights_only=True` (`load_plain`).
 """
 
 from __future__ import annotations
@@ -24,9 +25,9 @@ from __future__ import annotations
 import copy
 import math
 import pickle
-from contextlib import contextmanager, nullcontext
 import random
 import re
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Literal
@@ -39,11 +40,11 @@ from corpus.scoring import exact_match, extract_answer, mmau_match
 from sari_train.config import ConfigError, save_config
 from sari_train.data import Example, WorkspaceSource, data_source
 from sari_train.datasets import DatasetOptions
-from sari_train.trl_names import to_ours, trl_alias
 from sari_train.metrics import MetricsLog
 from sari_train.models.adapter import AudioLM
 from sari_train.prompts import PromptStyle, messages
 from sari_train.rollout import LocalEngine, SamplingSettings
+from sari_train.trl_names import to_ours, trl_alias
 
 # LoRA goes on the language model's projections only, never on the audio encoder's.
 LM_PROJECTIONS = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
@@ -187,7 +188,8 @@ PRECISION = {"float32": "no", "bfloat16": "bf16", "float16": "fp16"}
 
 def make_accelerator(dtype: str = "float32") -> Any:
     """DDP, FSDP2 or DeepSpeed (per `accelerate launch --config_file`) when launched on several
-    processes; without CUDA, several CPU processes talk over gloo (`torchrun --nproc_per_node 2`).
+    processes; without CUDA, several CPU processes talk over gloo (`torchrun --nproc_per_node 2`
+    or `accelerate launch --multi_gpu --num_processes 2`).
     `dtype` bfloat16/float16 turns on mixed precision (autocast over float32 master weights)."""
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState
@@ -406,8 +408,9 @@ class Run:
             self.log.log(step, scores)
 
     def full_weights(self) -> dict[str, torch.Tensor]:
-        """Every weight at full precision under its (PEFT) name, on CPU, on the main process (empty
-        elsewhere). Gathered from the shards under FSDP / ZeRO-3: every process must call it."""
+        """Every weight under its (PEFT) name, on CPU, on the main process (empty elsewhere): the
+        trained ones in float32, frozen ones in `dtype`. Gathered from the shards under FSDP /
+        ZeRO-3: every process must call it."""
         weights = gathered(self.accelerator.get_state_dict(self.model))
         return {k: v.detach().cpu() for k, v in weights.items()} if self.accelerator.is_main_process else {}
 
