@@ -134,8 +134,11 @@ def main() -> None:
 
 
 def compare(replica: str, hidden: int, layers: int, batch: int) -> None:
+    from transformers.utils import logging
+
     from sari_train import plan
 
+    logging.set_verbosity_error()
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = str(build(Path(tmp) / "model", replica, hidden, layers))
         dims = plan.load_dims(model_dir)
