@@ -2,10 +2,12 @@
 
     python bench/bench_plan.py                 # float32 and bfloat16, with and without checkpointing
 
-The models have the real architecture (Qwen2AudioForConditionalGeneration, a 30-s audio window:
-750 audio tokens a prompt) with narrow, shallow layers: one with the real 156,032-token
-vocabulary (the logits dominate), one with a small vocabulary and more layers (the decoder
-layers' activations dominate, so checkpointing shows). What is
+The models are the replicas as `sari-train tiny-model --replica qwen2-audio|qwen2.5-omni`
+writes them (their own config.json, tokenizer and feature extractor; a 30-s clip: 750 audio
+tokens a prompt; the Omni thinker loaded from the full checkpoint): at their default size (hidden
+32, one layer: the real 156,032 / 152,064-token vocabulary, so the logits dominate), then with
+hidden 256 and 4 layers; last, not a replica, a Qwen2-Audio model on a small vocabulary with 8
+layers (the decoder layers' activations dominate, so checkpointing shows). What is
 measured: the resident set of a fresh child process, sampled every 2 ms through two optimizer
 steps (forward, backward, AdamW step; the second runs with AdamW's moments allocated), minus
 its resident set once the libraries are imported, before the model is loaded, and minus the
@@ -32,7 +34,17 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.update(MALLOC_MMAP_THRESHOLD_="65536", MALLOC_TRIM_THRESHOLD_="65536")
 
 
-def build(folder: Path, hidden: int = 256, layers: int = 4, vocab: int | None = 156032) -> Path:
+def build(folder: Path, replica: str, hidden: int, layers: int) -> Path:
+    """What `sari-train tiny-model FOLDER --replica NAME --hidden-size H --layers L` writes, or
+    (replica "small-vocab") a Qwen2-Audio model on the tiny tokenizer's vocabulary."""
+    if replica == "small-vocab":
+        return build_small_vocab(folder, hidden, layers)
+    from sari_train.models.replica import build_replica
+
+    return build_replica(replica, folder, hidden_size=hidden, layers=layers)
+
+
+def build_small_vocab(folder: Path, hidden: int, layers: int) -> Path:
     import torch
     from transformers import Qwen2AudioConfig, Qwen2AudioForConditionalGeneration
 
@@ -42,10 +54,10 @@ def build(folder: Path, hidden: int = 256, layers: int = 4, vocab: int | None = 
     config = Qwen2AudioConfig(
         audio_config=dict(model_type="qwen2_audio_encoder", d_model=64, encoder_layers=1, encoder_attention_heads=2,
                           encoder_ffn_dim=128, num_mel_bins=128, max_source_positions=1500),
-        text_config=dict(model_type="qwen2", vocab_size=vocab or len(tokenizer), hidden_size=hidden,
-                         intermediate_size=3 * hidden,
-                         num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=4,
-                         pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id),
+        text_config=dict(model_type="qwen2", vocab_size=len(tokenizer), hidden_size=hidden,
+                         intermediate_size=3 * hidden, num_hidden_layers=layers, num_attention_heads=4,
+                         num_key_value_heads=4, pad_token_id=tokenizer.pad_token_id,
+                         eos_token_id=tokenizer.eos_token_id),
         audio_token_index=tokenizer.convert_tokens_to_ids("<|AUDIO|>"))
     torch.manual_seed(0)
     Qwen2AudioForConditionalGeneration(config).save_pretrained(folder)
@@ -60,7 +72,11 @@ def step(model_dir: str, dtype: str, checkpointing: bool, batch: int, queue: mp.
     import torch
 
     torch.set_num_threads(1)
-    from transformers import Qwen2AudioForConditionalGeneration  # noqa: F401  (imported before the baseline)
+    from transformers.utils import logging
+
+    logging.set_verbosity_error()  # the Omni replica's talker config warns about token ids, as the real one does
+    # imported before the baseline
+    from transformers import Qwen2_5OmniThinkerForConditionalGeneration, Qwen2AudioForConditionalGeneration  # noqa: F401
 
     from sari_train.sft import completion_loss
     from sari_train.training import TrainConfig, load_policy, make_accelerator, optimizer_and_schedule
@@ -103,23 +119,31 @@ def step(model_dir: str, dtype: str, checkpointing: bool, batch: int, queue: mp.
     queue.put((max(peak) - base, prompt.input_ids.shape[1], completion.shape[1]))
 
 
-# (vocab, hidden, layers, batch): the real vocabulary, where the logits dominate; then the tiny
-# tokenizer's vocabulary with deeper layers and a bigger batch, where the decoder layers do.
-MODELS = ((156032, 256, 4, 1), (None, 256, 8, 3))
+# (replica, hidden, layers, batch): each replica as `sari-train tiny-model --replica` writes it
+# (hidden 32, one layer: the real 156,032 / 152,064-row vocabulary is nearly all of it, so the
+# logits dominate), then wider and deeper (hidden 256, 4 layers: the decoder layers count too).
+# Last, not a replica: a small vocabulary, 8 layers and 3 sequences, where the decoder layers'
+# activations dominate (as in a 7B model) and checkpointing shows.
+MODELS = (("qwen2-audio", 32, 1, 1), ("qwen2.5-omni", 32, 1, 1), ("qwen2-audio", 256, 4, 1), ("qwen2.5-omni", 256, 4, 1),
+          ("small-vocab", 256, 8, 3))
 
 
 def main() -> None:
-    for vocab, hidden, layers, batch in MODELS:
-        compare(vocab, hidden, layers, batch)
+    for replica, hidden, layers, batch in MODELS:
+        compare(replica, hidden, layers, batch)
 
 
-def compare(vocab: int | None, hidden: int, layers: int, batch: int) -> None:
+def compare(replica: str, hidden: int, layers: int, batch: int) -> None:
+    from transformers.utils import logging
+
     from sari_train import plan
 
+    logging.set_verbosity_error()
     with tempfile.TemporaryDirectory() as tmp:
-        model_dir = str(build(Path(tmp) / "model", hidden, layers, vocab))
+        model_dir = str(build(Path(tmp) / "model", replica, hidden, layers))
         dims = plan.load_dims(model_dir)
-        print(f"\nmodel: {plan.parameter_counts(dims).total / 1e6:.1f}M parameters (vocab {dims.vocab}, hidden "
+        name = "small-vocabulary Qwen2-Audio" if replica == "small-vocab" else f"{replica} replica"
+        print(f"\n{name}: {plan.parameter_counts(dims).total / 1e6:.1f}M parameters (vocab {dims.vocab}, hidden "
               f"{dims.hidden}, {dims.layers} layers); two SFT steps, batch {batch}")
         print(f"{'dtype':>9} {'ckpt':>5} {'tokens':>7} {'measured MiB':>13} {'plan MiB':>9} {'plan/measured':>14}")
         for dtype in ("float32", "bfloat16"):

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -98,15 +97,21 @@ def cmd_train(args: argparse.Namespace) -> None:
         from sari_train.sft import SFTConfig as Config, train_sft as train
     else:
         from sari_train.grpo.train import GRPOConfig as Config, train_grpo as train
+    from sari_train.device import launched
+
     prefer_flagged_source(args)
     config = load_config(Config, args, stage=args.command)
+    shard = launched()
+    if shard and shard[0] != 0:  # every rank trains; rank 0 records, prints and pushes
+        train(config)
+        return
     with recorded_run(None, args.command, folder=config.out, config=config.model_dump(mode="json")) as results:
         results.update(train(config))
     rows = {k: v for k, v in results.items() if k != "left_out"}
     print("\n".join(f"{k:>10}  {v}" for k, v in rows.items()))
     left_out = ", ".join(f"{n} ({why})" for why, n in results["left_out"].items() if n)
     print(f"{'left out':>10}  {left_out or 'none'}")
-    if config.push_to_hub and int(os.environ.get("RANK", "0")) == 0:
+    if config.push_to_hub:
         push_and_report(config.out, config.push_to_hub, private=config.hub_private)
 
 

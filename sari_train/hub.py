@@ -83,7 +83,9 @@ def data_lines(config: dict[str, Any]) -> list[str]:
     else:
         lines = [f"- Workspace `{config.get('workspace')}`, split `{config.get('split')}`"]
     if config.get("eval_split"):
-        source = config.get("eval_dataset") or config.get("dataset") or config.get("workspace")
+        # the order training.held_out_source reads them in
+        source = (config.get("eval_dataset") or config.get("eval_workspace") or config.get("dataset")
+                  or config.get("workspace"))
         lines.append(f"- Held out: split `{config['eval_split']}` of `{source}` "
                      f"(at most {config.get('eval_limit')} items, greedy)")
     if config.get("dataset"):

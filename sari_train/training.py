@@ -15,8 +15,9 @@ pipelines/accelerate/...`). Saving gathers the full weights first.
 
 A checkpoint folder is a loadable model (`AudioLM.load(folder)`: merged weights in `dtype`,
 tokenizer, feature extractor) plus `config.yaml`, `trainer_state.pt` (optimizer, scheduler, step,
-and the float32 values of the trained weights when they differ from the saved ones) and one
-`rng-<rank>.pt` per process.
+sampler, loss scale, and the float32 values of the trained weights when they differ from the
+saved ones), one `rng-<rank>.pt` per process and, under DeepSpeed, the engine's own `deepspeed/`.
+Checkpoint files are read back with `weights_only=True` (`load_plain`).
 """
 
 from __future__ import annotations
@@ -24,9 +25,9 @@ from __future__ import annotations
 import copy
 import math
 import pickle
-from contextlib import contextmanager, nullcontext
 import random
 import re
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Literal
@@ -39,11 +40,11 @@ from corpus.scoring import exact_match, extract_answer, mmau_match
 from sari_train.config import ConfigError, save_config
 from sari_train.data import Example, WorkspaceSource, data_source
 from sari_train.datasets import DatasetOptions
-from sari_train.trl_names import to_ours, trl_alias
 from sari_train.metrics import MetricsLog
 from sari_train.models.adapter import AudioLM
 from sari_train.prompts import PromptStyle, messages
 from sari_train.rollout import LocalEngine, SamplingSettings
+from sari_train.trl_names import to_ours, trl_alias
 
 # LoRA goes on the language model's projections only, never on the audio encoder's.
 LM_PROJECTIONS = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
@@ -187,7 +188,8 @@ PRECISION = {"float32": "no", "bfloat16": "bf16", "float16": "fp16"}
 
 def make_accelerator(dtype: str = "float32") -> Any:
     """DDP, FSDP2 or DeepSpeed (per `accelerate launch --config_file`) when launched on several
-    processes; without CUDA, several CPU processes talk over gloo (`torchrun --nproc_per_node 2`).
+    processes; without CUDA, several CPU processes talk over gloo (`torchrun --nproc_per_node 2`
+    or `accelerate launch --multi_gpu --num_processes 2`).
     `dtype` bfloat16/float16 turns on mixed precision (autocast over float32 master weights)."""
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState
@@ -203,9 +205,9 @@ def make_accelerator(dtype: str = "float32") -> Any:
                        dataloader_config=DataLoaderConfiguration(split_batches=True))
 
 
-def is_sharded(accelerator: Any) -> bool:
-    """FSDP or DeepSpeed: weights and optimizer state live in pieces across processes."""
-    return accelerator.distributed_type.value in ("FSDP", "DEEPSPEED")
+def uses_deepspeed(accelerator: Any) -> bool:
+    """DeepSpeed's engine keeps its own checkpoints and batch bookkeeping."""
+    return accelerator.distributed_type.value == "DEEPSPEED"
 
 
 def seed_everything(seed: int) -> None:
@@ -406,8 +408,9 @@ class Run:
             self.log.log(step, scores)
 
     def full_weights(self) -> dict[str, torch.Tensor]:
-        """Every weight at full precision under its (PEFT) name, on CPU, on the main process (empty
-        elsewhere). Gathered from the shards under FSDP / ZeRO-3: every process must call it."""
+        """Every weight under its (PEFT) name, on CPU, on the main process (empty elsewhere): the
+        trained ones in float32, frozen ones in `dtype`. Gathered from the shards under FSDP /
+        ZeRO-3: every process must call it."""
         weights = gathered(self.accelerator.get_state_dict(self.model))
         return {k: v.detach().cpu() for k, v in weights.items()} if self.accelerator.is_main_process else {}
 
@@ -422,7 +425,7 @@ class Run:
         accelerator, folder = self.accelerator, checkpoint_dir(self.config.out, step)
         accelerator.wait_for_everyone()
         weights, optimizer = self.full_weights(), self._optimizer_state()
-        if accelerator.distributed_type.value == "DEEPSPEED":  # ZeRO keeps weights and moments in pieces
+        if uses_deepspeed(accelerator):  # ZeRO keeps weights and moments in pieces
             accelerator.save_state(str(folder / "deepspeed"))
         if accelerator.is_main_process:
             self.save(folder, weights)
@@ -448,7 +451,7 @@ class Run:
 
             return gathered(get_optimizer_state_dict(self.model, self.optimizer.optimizer,
                                                      options=StateDictOptions(full_state_dict=True, cpu_offload=True)))
-        if self.accelerator.distributed_type.value == "DEEPSPEED":
+        if uses_deepspeed(self.accelerator):
             return None  # in the engine's own checkpoint (save_state)
         return self.optimizer.state_dict()
 
@@ -459,7 +462,7 @@ class Run:
 
             set_optimizer_state_dict(self.model, self.optimizer.optimizer, state["optimizer"],
                                      options=StateDictOptions(full_state_dict=True))
-        elif self.accelerator.distributed_type.value == "DEEPSPEED":
+        elif uses_deepspeed(self.accelerator):
             self.accelerator.load_state(str(folder / "deepspeed"))
         else:
             self.optimizer.load_state_dict(state["optimizer"])
@@ -510,7 +513,7 @@ def start_run(config: TrainConfig, accelerator: Any, sampler: Any, updates: int,
         sampler.load_state_dict(state["sampler"])
         start = step_of(checkpoint)
     optimizer, scheduler = optimizer_and_schedule(lm.model, config, updates)
-    if accelerator.distributed_type.value == "DEEPSPEED":  # we feed the batches; the engine only books sizes
+    if uses_deepspeed(accelerator):  # we feed the batches; the engine only books sizes
         accelerator.state.deepspeed_plugin.deepspeed_config.update(
             train_micro_batch_size_per_gpu=1, gradient_accumulation_steps=1, train_batch_size=accelerator.num_processes)
     model, optimizer, scheduler = accelerator.prepare(lm.model, optimizer, scheduler)

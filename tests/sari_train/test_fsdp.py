@@ -24,7 +24,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def run(args, tmp_path, fsdp: bool):
+def run(args, tmp_path, fsdp: bool, ok: bool = True):
     (tmp_path / "mod").mkdir(exist_ok=True)
     (tmp_path / "mod" / "fsdp_rewards.py").write_text(
         "def length(prompts, completions, **_):\n    return [len(c) / 10 for c in completions]\n")
@@ -34,7 +34,8 @@ def run(args, tmp_path, fsdp: bool):
               if fsdp else ["-m", "sari_train.cli"])
     done = subprocess.run([sys.executable, *launch, *args], cwd=REPO, env=env, capture_output=True, text=True,
                           timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
+    assert (done.returncode == 0) == ok, done.stderr[-3000:]
+    return done
 
 
 def metrics(out):
@@ -75,7 +76,7 @@ def test_fsdp_grpo_matches_one_process(tiny_model_dir, train_workspace, tmp_path
     config = dict(model=str(tiny_model_dir), workspace=str(train_workspace), sampler="random", max_steps=2, lr=1e-3,
                   num_generations=4, prompts_per_batch=2, max_completion_length=6, beta=0.04, eval_split="test",
                   eval_limit=7, eval_max_new_tokens=4, tensorboard=False, rewards={"fsdp_rewards.length": 1.0},
-                  scale_rewards="batch", loss_type="dapo", shared_prefix=False)  # FSDP: the plain passes
+                  scale_rewards="batch", loss_type="dapo", shared_prefix=False)  # its prompt pass skips FSDP's root
     (tmp_path / "grpo.yaml").write_text(yaml.safe_dump(config))
     common = ["grpo", "--config", str(tmp_path / "grpo.yaml")]
     run([*common, "--grad-accum", "1", "--out", str(tmp_path / "fsdp")], tmp_path, fsdp=True)
@@ -83,3 +84,13 @@ def test_fsdp_grpo_matches_one_process(tiny_model_dir, train_workspace, tmp_path
     one = metrics(tmp_path / "one")
     assert_close(one, metrics(tmp_path / "fsdp"))
     assert one[2]["kl"] > 0
+
+
+@pytest.mark.slow
+def test_shared_prefix_grpo_under_fsdp_is_a_one_line_error(tiny_model_dir, train_workspace, tmp_path):
+    config = dict(model=str(tiny_model_dir), workspace=str(train_workspace), max_steps=1, tensorboard=False)
+    (tmp_path / "grpo.yaml").write_text(yaml.safe_dump(config))
+    done = run(["grpo", "--config", str(tmp_path / "grpo.yaml"), "--out", str(tmp_path / "out")], tmp_path,
+               fsdp=True, ok=False)
+    assert "sari-train grpo: error: shared_prefix does not run under FSDP" in done.stderr
+    assert "NotImplementedError" not in done.stderr and "Loading weights" not in done.stderr  # before loading

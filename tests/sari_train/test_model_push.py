@@ -87,3 +87,12 @@ def test_a_local_dataset_card_is_summarised(tmp_path):
     assert dataset_card_lines(f"{tmp_path / 'hub'}:rl") == [
         f"Dataset card ({tmp_path / 'hub' / 'README.md'}): **Demo corpus**", "> Tones, high or low."]
     assert is_hub_id("me/corpus") and not is_hub_id(str(tmp_path)) and not is_hub_id("models/a/b")
+
+
+def test_card_names_the_held_out_source_training_scored_on():
+    from sari_train.hub import data_lines
+
+    config = {"workspace": "workspaces/sari-32k", "split": "rl", "eval_split": "test", "eval_limit": 200,
+              "eval_workspace": "workspaces/eval-mmau-test-mini"}
+    assert "of `workspaces/eval-mmau-test-mini`" in data_lines(config)[1]
+    assert "of `workspaces/sari-32k`" in data_lines({**config, "eval_workspace": None})[1]

@@ -1,8 +1,10 @@
 """Every command a user runs on a hub model runs on both replicas through the same path as a hub
-id (`AudioLM.load(path)`): eval, difficulty, captions --local-model, short SFT and GRPO runs."""
+id (`AudioLM.load(path)`): eval, difficulty, captions --local-model, short SFT and GRPO runs, and
+an experiment (one arm, one seed: SFT, GRPO, scoring)."""
 
 import json
 
+import pandas as pd
 import pytest
 
 from corpus.store import Workspace
@@ -67,3 +69,22 @@ def test_sft_then_grpo_and_the_checkpoints_load(replica_dirs, train_workspace, t
     original = AudioLM.load(replica_dirs(name))
     assert loaded.kind == original.kind and loaded.chat_template == original.chat_template
     assert len(json.loads((tmp_path / "grpo" / "metrics.jsonl").read_text().splitlines()[0])) > 0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", REPLICAS)
+def test_experiment(replica_dirs, train_workspace, tmp_path, name):
+    from sari_train.experiment import Arm, ExperimentConfig, run_experiment
+
+    config = ExperimentConfig(
+        workspace=train_workspace, base=str(replica_dirs(name)), seeds=[0], out=tmp_path / "exp",
+        arms={"sari": Arm(format="structured", label="structured SFT then curriculum GRPO")},
+        sft={"max_steps": 1, "batch_size": 2, "lr": 1e-3, "tensorboard": False},
+        grpo={"max_steps": 1, "num_generations": 2, "prompts_per_batch": 1, "max_completion_length": 4, "lr": 1e-3,
+              "tensorboard": False},
+        eval_limit=2, eval_max_new_tokens=3)
+    outcome = run_experiment(config, "sari-train experiment")
+    results = pd.read_csv(tmp_path / "exp" / "results.csv")
+    assert list(results.arm) == ["base", "sari"] and (results.n == 2).all()
+    assert set(outcome["gains"]) == {"sari"}
+    assert (tmp_path / "exp" / "sari-seed0" / "final" / "config.yaml").exists()
