@@ -93,14 +93,15 @@ def trl_step_times(folder: Path, steps: int) -> Clock:
 
 def our_step_times(folder: Path, steps: int) -> Clock:
     """Our GRPO step for a text prompt, as `sari_train/grpo/train.py` runs it: each prompt prefilled
-    once and its cache repeated for the G samples (as `LocalEngine`), reward, advantage, reference
+    once and its cache repeated for the G samples, sampled by `LocalEngine`'s loop, reward, advantage, reference
     and policy passes with the shared prefix, backward, clip, optimizer step."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from sari_train.grpo import losses
-    from sari_train.rollout import completion_mask
+    from sari_train.rollout import SamplingSettings, completion_mask, sample_after_prefill
     from sari_train.shared_prefix import shared_prefix_logits
 
+    settings = SamplingSettings(k=G, temperature=1.0, max_new_tokens=NEW_TOKENS)
     tokenizer = AutoTokenizer.from_pretrained(folder, padding_side="left")
     policy = AutoModelForCausalLM.from_pretrained(folder).eval()
     reference = AutoModelForCausalLM.from_pretrained(folder).eval().requires_grad_(False)
@@ -122,10 +123,8 @@ def our_step_times(folder: Path, steps: int) -> Clock:
         with torch.no_grad():
             cache = policy(input_ids=ids[:, :-1], attention_mask=mask[:, :-1], use_cache=True).cache
             cache.batch_repeat_interleave(G)
-            out = policy.generate(input_ids=ids.repeat_interleave(G, 0), attention_mask=mask.repeat_interleave(G, 0),
-                                  cache=cache, do_sample=True, temperature=1.0, top_k=0, max_new_tokens=NEW_TOKENS,
-                                  eos_token_id=stop, pad_token_id=tokenizer.pad_token_id)
-        completion = out[:, ids.shape[1]:]
+            completion, _ = sample_after_prefill(policy, cache, ids.repeat_interleave(G, 0),
+                                                 mask.repeat_interleave(G, 0), settings, stop, tokenizer.pad_token_id)
         cmask = completion_mask(completion, stop)
         decoded = tokenizer.batch_decode(completion * cmask, skip_special_tokens=True)
         adv = losses.advantages(torch.tensor(length_reward(None, decoded)), G)

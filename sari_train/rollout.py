@@ -102,9 +102,10 @@ class LocalEngine:
 
     def prefill(self, batch: PromptBatch, prompt_embeds: torch.Tensor, k: int) -> Any:
         """The key/value cache of every prompt but its last token, computed once per prompt and then
-        repeated for the k samples: the audio and the prompt are processed once, not k times."""
+        repeated for the k samples: the audio and the prompt are processed once, not k times. The
+        model without its head runs (the cache is all we keep; no logits over the vocabulary)."""
         extra = {"feature_attention_mask": batch.feature_attention_mask} if self.lm.needs_feature_mask else {}
-        out = self.lm.model(input_ids=batch.input_ids[:, :-1], attention_mask=batch.attention_mask[:, :-1],
+        out = self.lm.model.model(input_ids=batch.input_ids[:, :-1], attention_mask=batch.attention_mask[:, :-1],
                             inputs_embeds=prompt_embeds[:, :-1], use_cache=True, **extra)
         return self.lm.repeat_cache(out.past_key_values, k)
 
