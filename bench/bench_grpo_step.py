@@ -121,7 +121,7 @@ def our_step_times(folder: Path, steps: int) -> Clock:
     for _ in range(steps + 1):
         clock.start()
         with torch.no_grad():
-            cache = policy(input_ids=ids[:, :-1], attention_mask=mask[:, :-1], use_cache=True).cache
+            cache = policy.model(input_ids=ids[:, :-1], attention_mask=mask[:, :-1], use_cache=True).cache  # no head
             cache.batch_repeat_interleave(G)
             completion, _ = sample_after_prefill(policy, cache, ids.repeat_interleave(G, 0),
                                                  mask.repeat_interleave(G, 0), settings, stop, tokenizer.pad_token_id)

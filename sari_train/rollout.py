@@ -162,7 +162,6 @@ def lean_sampling_applies(lm: AudioLM, settings: SamplingSettings) -> bool:
     return neutral and not settings.greedy and lm.kind == "qwen2_audio"
 
 
-@torch.no_grad()
 def sample_after_prefill(model: torch.nn.Module, cache: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                          settings: SamplingSettings, stop_ids: Sequence[int], pad_id: int,
                          with_scores: bool = False) -> tuple[torch.Tensor, list[torch.Tensor]]:
@@ -181,26 +180,27 @@ def sample_after_prefill(model: torch.nn.Module, cache: Any, input_ids: torch.Te
     position = attention_mask.long().cumsum(-1)[:, -1:] - 1
     unfinished = torch.ones(len(input_ids), dtype=torch.long, device=input_ids.device)
     step_input, tokens, scores = input_ids[:, -1:], [], []
-    for step in range(settings.max_new_tokens):
-        if step:
-            attention_mask = torch.cat([attention_mask, attention_mask.new_ones(len(attention_mask), 1)], dim=-1)
-            position = position + 1
-        logits = model(input_ids=step_input, attention_mask=attention_mask, position_ids=position, cache=cache,
-                       use_cache=True).logits[:, -1].to(copy=True, dtype=torch.float32)
-        if settings.temperature != 1.0:
-            logits = logits / settings.temperature
-        if top_p is not None:
-            logits = top_p(None, logits)
-        if with_scores:
-            scores.append(logits)
-        token = torch.multinomial(torch.nn.functional.softmax(logits, dim=-1), num_samples=1).squeeze(1)
-        token = token * unfinished + pad_id * (1 - unfinished)
-        tokens.append(token)
-        unfinished = unfinished & ~torch.isin(token, stop)
-        if unfinished.max() == 0:
-            break
-        step_input = token[:, None]
-    return torch.stack(tokens, dim=1), scores
+    with torch.inference_mode():  # lighter per-op bookkeeping than no_grad; results are cloned out
+        for step in range(settings.max_new_tokens):
+            if step:
+                attention_mask = torch.cat([attention_mask, attention_mask.new_ones(len(attention_mask), 1)], dim=-1)
+                position = position + 1
+            logits = model(input_ids=step_input, attention_mask=attention_mask, position_ids=position, cache=cache,
+                           use_cache=True).logits[:, -1].to(copy=True, dtype=torch.float32)
+            if settings.temperature != 1.0:
+                logits = logits / settings.temperature
+            if top_p is not None:
+                logits = top_p(None, logits)
+            if with_scores:
+                scores.append(logits)
+            token = torch.multinomial(torch.nn.functional.softmax(logits, dim=-1), num_samples=1).squeeze(1)
+            token = token * unfinished + pad_id * (1 - unfinished)
+            tokens.append(token)
+            unfinished = unfinished & ~torch.isin(token, stop)
+            if unfinished.max() == 0:
+                break
+            step_input = token[:, None]
+    return torch.stack(tokens, dim=1).clone(), [s.clone() for s in scores]  # normal tensors again
 
 
 def completion_mask(completion: torch.Tensor, stop_ids: Sequence[int]) -> torch.Tensor:
