@@ -8,7 +8,8 @@ printed beside them): on a shared machine other processes' load stretches wall t
 1. Our GRPO step vs TRL's GRPOTrainer on the same text-only tiny Qwen2 and the same settings
    (G = 8, 2 prompts per step, 32 new tokens, β = 0.04, k3, μ = 1, temperature 1), generation to
    optimizer step. Ours is the step of `sari_train/grpo/train.py` for a text prompt: one prefill per
-   prompt whose cache serves the G samples, shared-prefix reference and policy passes. Target:
+   prompt whose cache serves the G samples, sampled by `LocalEngine`'s loop (`sample_after_prefill`,
+   the tokens `generate` would draw), shared-prefix reference and policy passes. Target:
    ours / TRL ≤ 0.5.
 2. One GRPO step (generate, reference pass, policy pass + backward) of a tiny Qwen2-Audio with a
    30-second window (750 audio tokens per prompt), G = 8, completions ≤ 32 tokens. Repeated
