@@ -3,7 +3,8 @@
 `LocalEngine` runs a transformers model: prompts are left-padded and batched, the audio encoder
 and the prompt's forward pass (its key/value cache) run once per prompt and are shared by the k
 samples (the naive path, kept for tests and benchmarks, repeats the audio k times). `EndpointEngine` (rollout_endpoint.py) drives an
-OpenAI-compatible server instead. Both return the same `Rollouts`.
+OpenAI-compatible server instead. Both return the same `Rollouts`. Sampling from the shared cache runs
+`sample_after_prefill`: the tokens `generate` would draw, without its per-token bookkeeping.
 """
 
 from __future__ import annotations
