@@ -8,7 +8,8 @@ printed beside them): on a shared machine other processes' load stretches wall t
 1. Our GRPO step vs TRL's GRPOTrainer on the same text-only tiny Qwen2 and the same settings
    (G = 8, 2 prompts per step, 32 new tokens, β = 0.04, k3, μ = 1, temperature 1), generation to
    optimizer step. Ours is the step of `sari_train/grpo/train.py` for a text prompt: one prefill per
-   prompt whose cache serves the G samples, shared-prefix reference and policy passes. Target:
+   prompt whose cache serves the G samples, sampled by `LocalEngine`'s loop (`sample_after_prefill`,
+   the tokens `generate` would draw), shared-prefix reference and policy passes. Target:
    ours / TRL ≤ 0.5.
 2. One GRPO step (generate, reference pass, policy pass + backward) of a tiny Qwen2-Audio with a
    30-second window (750 audio tokens per prompt), G = 8, completions ≤ 32 tokens. Repeated
@@ -93,14 +94,15 @@ def trl_step_times(folder: Path, steps: int) -> Clock:
 
 def our_step_times(folder: Path, steps: int) -> Clock:
     """Our GRPO step for a text prompt, as `sari_train/grpo/train.py` runs it: each prompt prefilled
-    once and its cache repeated for the G samples (as `LocalEngine`), reward, advantage, reference
+    once and its cache repeated for the G samples, sampled by `LocalEngine`'s loop, reward, advantage, reference
     and policy passes with the shared prefix, backward, clip, optimizer step."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from sari_train.grpo import losses
-    from sari_train.rollout import completion_mask
+    from sari_train.rollout import SamplingSettings, completion_mask, sample_after_prefill
     from sari_train.shared_prefix import shared_prefix_logits
 
+    settings = SamplingSettings(k=G, temperature=1.0, max_new_tokens=NEW_TOKENS)
     tokenizer = AutoTokenizer.from_pretrained(folder, padding_side="left")
     policy = AutoModelForCausalLM.from_pretrained(folder).eval()
     reference = AutoModelForCausalLM.from_pretrained(folder).eval().requires_grad_(False)
@@ -120,12 +122,10 @@ def our_step_times(folder: Path, steps: int) -> Clock:
     for _ in range(steps + 1):
         clock.start()
         with torch.no_grad():
-            cache = policy(input_ids=ids[:, :-1], attention_mask=mask[:, :-1], use_cache=True).cache
+            cache = policy.model(input_ids=ids[:, :-1], attention_mask=mask[:, :-1], use_cache=True).cache  # no head
             cache.batch_repeat_interleave(G)
-            out = policy.generate(input_ids=ids.repeat_interleave(G, 0), attention_mask=mask.repeat_interleave(G, 0),
-                                  cache=cache, do_sample=True, temperature=1.0, top_k=0, max_new_tokens=NEW_TOKENS,
-                                  eos_token_id=stop, pad_token_id=tokenizer.pad_token_id)
-        completion = out[:, ids.shape[1]:]
+            completion, _ = sample_after_prefill(policy, cache, ids.repeat_interleave(G, 0),
+                                                 mask.repeat_interleave(G, 0), settings, stop, tokenizer.pad_token_id)
         cmask = completion_mask(completion, stop)
         decoded = tokenizer.batch_decode(completion * cmask, skip_special_tokens=True)
         adv = losses.advantages(torch.tensor(length_reward(None, decoded)), G)

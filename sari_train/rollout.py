@@ -3,7 +3,8 @@
 `LocalEngine` runs a transformers model: prompts are left-padded and batched, the audio encoder
 and the prompt's forward pass (its key/value cache) run once per prompt and are shared by the k
 samples (the naive path, kept for tests and benchmarks, repeats the audio k times). `EndpointEngine` (rollout_endpoint.py) drives an
-OpenAI-compatible server instead. Both return the same `Rollouts`.
+OpenAI-compatible server instead. Both return the same `Rollouts`. Sampling from the shared cache runs
+`sample_after_prefill`: the tokens `generate` would draw, without its per-token bookkeeping.
 """
 
 from __future__ import annotations
@@ -81,24 +82,31 @@ class LocalEngine:
                 prompt_embeds = lm.prompt_embeddings(batch)
             cache = self.prefill(batch, prompt_embeds, k)
             prompt_embeds = prompt_embeds.repeat_interleave(k, dim=0)
-            out = lm.model.generate(input_ids=repeated.input_ids, attention_mask=repeated.attention_mask,
-                                    past_key_values=cache, **extra, **sampling)
+            if lean_sampling_applies(lm, settings):
+                completion, scores = sample_after_prefill(lm.model, cache, repeated.input_ids,
+                                                          repeated.attention_mask, settings, lm.stop_token_ids,
+                                                          lm.tokenizer.pad_token_id, with_logprobs)
+            else:
+                out = lm.model.generate(input_ids=repeated.input_ids, attention_mask=repeated.attention_mask,
+                                        past_key_values=cache, **extra, **sampling)
+                completion, scores = out.sequences[:, repeated.input_ids.shape[1]:], out.scores
         else:
             out = lm.model.generate(**repeated.model_inputs(), **sampling)
             prompt_embeds = lm.prompt_embeddings(repeated)
-        completion = out.sequences[:, repeated.input_ids.shape[1]:]
+            completion, scores = out.sequences[:, repeated.input_ids.shape[1]:], out.scores
         mask = completion_mask(completion, lm.stop_token_ids)
         logprobs = None
         if with_logprobs:
-            scores = torch.stack(out.scores, dim=1).float().log_softmax(-1)
+            scores = torch.stack(scores, dim=1).float().log_softmax(-1)
             logprobs = scores.gather(-1, completion.unsqueeze(-1)).squeeze(-1) * mask
         return Generated(repeated, prompt_embeds, completion, mask, logprobs)
 
     def prefill(self, batch: PromptBatch, prompt_embeds: torch.Tensor, k: int) -> Any:
         """The key/value cache of every prompt but its last token, computed once per prompt and then
-        repeated for the k samples: the audio and the prompt are processed once, not k times."""
+        repeated for the k samples: the audio and the prompt are processed once, not k times. The
+        model without its head runs (the cache is all we keep; no logits over the vocabulary)."""
         extra = {"feature_attention_mask": batch.feature_attention_mask} if self.lm.needs_feature_mask else {}
-        out = self.lm.model(input_ids=batch.input_ids[:, :-1], attention_mask=batch.attention_mask[:, :-1],
+        out = self.lm.model.model(input_ids=batch.input_ids[:, :-1], attention_mask=batch.attention_mask[:, :-1],
                             inputs_embeds=prompt_embeds[:, :-1], use_cache=True, **extra)
         return self.lm.repeat_cache(out.past_key_values, k)
 
@@ -133,6 +141,67 @@ def generation_kwargs(settings: SamplingSettings) -> dict[str, Any]:
         return dict(do_sample=False, max_new_tokens=settings.max_new_tokens)
     return dict(do_sample=True, max_new_tokens=settings.max_new_tokens, temperature=settings.temperature,
                 top_p=settings.top_p, top_k=0, repetition_penalty=1.0)
+
+
+# Generation-config fields that would add a logits processor, stopping rule or search to `generate`,
+# with their neutral values; `sample_after_prefill` has none of them, so it runs only when all are neutral.
+_NEUTRAL_GENERATION = {"min_length": 0, "min_new_tokens": 0, "no_repeat_ngram_size": 0, "bad_words_ids": None,
+                       "suppress_tokens": None, "begin_suppress_tokens": None, "forced_bos_token_id": None,
+                       "forced_eos_token_id": None, "sequence_bias": None, "exponential_decay_length_penalty": None,
+                       "encoder_repetition_penalty": 1.0, "encoder_no_repeat_ngram_size": 0, "typical_p": 1.0,
+                       "epsilon_cutoff": 0.0, "eta_cutoff": 0.0, "min_p": None, "top_h": None,
+                       "renormalize_logits": False, "guidance_scale": None, "watermarking_config": None,
+                       "stop_strings": None, "max_time": None, "remove_invalid_values": False, "num_beams": 1}
+
+
+def lean_sampling_applies(lm: AudioLM, settings: SamplingSettings) -> bool:
+    """Sampling from a Qwen2-Audio cache with no processor beyond temperature and top-p: there
+    `sample_after_prefill` draws exactly what `generate` draws. Greedy decoding keeps the repo's
+    generation defaults and the Omni thinker its 3-D positions, so both stay with `generate`."""
+    config = lm.model.generation_config
+    neutral = all(getattr(config, name, None) in (None, value) for name, value in _NEUTRAL_GENERATION.items())
+    return neutral and not settings.greedy and lm.kind == "qwen2_audio"
+
+
+def sample_after_prefill(model: torch.nn.Module, cache: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                         settings: SamplingSettings, stop_ids: Sequence[int], pad_id: int,
+                         with_scores: bool = False) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """transformers' sampling loop (`generate(do_sample=True)` with temperature and top-p) without
+    its per-token bookkeeping, continuing a cache that holds every prompt token but the last.
+
+    Each step makes the same calls in the same order as `generate` (float32 logits, temperature,
+    top-p, softmax, one `torch.multinomial`), so the same seed draws the same tokens; finished rows
+    get `pad_id`, and the loop stops when every row has sent a stop token. The new tokens are
+    numbered as `generate` numbers them: the count of real tokens before them. Returns the tokens
+    (rows, ≤ max_new_tokens) and the processed scores of each step (when `with_scores`)."""
+    from transformers.generation.logits_process import TopPLogitsWarper
+
+    top_p = TopPLogitsWarper(settings.top_p) if settings.top_p < 1.0 else None
+    stop = torch.tensor(list(stop_ids), device=input_ids.device)
+    position = attention_mask.long().cumsum(-1)[:, -1:] - 1
+    unfinished = torch.ones(len(input_ids), dtype=torch.long, device=input_ids.device)
+    step_input, tokens, scores = input_ids[:, -1:], [], []
+    with torch.inference_mode():  # lighter per-op bookkeeping than no_grad; results are cloned out
+        for step in range(settings.max_new_tokens):
+            if step:
+                attention_mask = torch.cat([attention_mask, attention_mask.new_ones(len(attention_mask), 1)], dim=-1)
+                position = position + 1
+            logits = model(input_ids=step_input, attention_mask=attention_mask, position_ids=position, cache=cache,
+                           use_cache=True).logits[:, -1].to(copy=True, dtype=torch.float32)
+            if settings.temperature != 1.0:
+                logits = logits / settings.temperature
+            if top_p is not None:
+                logits = top_p(None, logits)
+            if with_scores:
+                scores.append(logits)
+            token = torch.multinomial(torch.nn.functional.softmax(logits, dim=-1), num_samples=1).squeeze(1)
+            token = token * unfinished + pad_id * (1 - unfinished)
+            tokens.append(token)
+            unfinished = unfinished & ~torch.isin(token, stop)
+            if unfinished.max() == 0:
+                break
+            step_input = token[:, None]
+    return torch.stack(tokens, dim=1).clone(), [s.clone() for s in scores]  # normal tensors again
 
 
 def completion_mask(completion: torch.Tensor, stop_ids: Sequence[int]) -> torch.Tensor:

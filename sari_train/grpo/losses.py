@@ -28,15 +28,22 @@ def token_logprobs(logits: torch.Tensor, ids: torch.Tensor, temperature: float =
     """log π(id_t) under `logits / temperature` (TRL scores under the sampling temperature too).
 
     `logits[:, t]` must predict `ids[:, t]` (the caller aligns them)."""
-    logits = logits.float() / temperature
+    logits = _scaled(logits, temperature)
     picked = logits.gather(-1, ids.unsqueeze(-1)).squeeze(-1)
     return picked - torch.logsumexp(logits, dim=-1)
 
 
 @torch.no_grad()
 def token_entropy(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
-    logp = (logits.float() / temperature).log_softmax(-1)
+    logp = _scaled(logits, temperature).log_softmax(-1)
     return -(logp.exp() * logp).sum(-1)
+
+
+def _scaled(logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """float32 logits / temperature; at temperature 1 the logits themselves (x / 1 == x exactly),
+    which spares a copy of the whole vocabulary's logits and its backward."""
+    logits = logits.float()
+    return logits if temperature == 1.0 else logits / temperature
 
 
 def advantages(rewards: torch.Tensor, group_size: int, scale: AdvantageScale = "group",
