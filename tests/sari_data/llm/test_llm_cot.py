@@ -166,10 +166,13 @@ def test_sigkill_at_random_points_then_rerun_equals_an_uninterrupted_run(tmp_pat
                 kills += 1
             proc.wait()
         subprocess.run(_cot_command(tmp_path / "killed", server), env=env, check=True, capture_output=True)
-        bodies = [json.dumps(r["body"], sort_keys=True) for r in server.requests]
+        # a request the kill cut before its body was sent reaches the server as an empty body
+        bodies = [json.dumps(r["body"], sort_keys=True) for r in server.requests if r["body"]]
     assert kills >= 1
     assert _tables(tmp_path / "killed") == _tables(tmp_path / "straight")
     assert straight_requests == 120
-    # Only requests in flight at a kill (at most `concurrency` each time) may be seen twice.
+    # Only requests unfinished at a kill may be seen twice: those on the wire (at most `concurrency`)
+    # and those answered whose exchange was not yet written to the cache (the client caches an
+    # exchange once its reply passed the checks, so at most `concurrency` more).
     repeats = len(bodies) - len(set(bodies))
-    assert repeats <= 4 * kills and len(set(bodies)) == 120
+    assert repeats <= 2 * 4 * kills and len(set(bodies)) == 120
