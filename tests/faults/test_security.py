@@ -19,7 +19,7 @@ from sari_data.quality import normalise_text
 from sari_data.view.api import redact
 from sari_train.openai_client import LLMConfig, Usage
 from sari_train.config import ConfigError
-from sari_train import training
+from sari_train import checkpoints
 
 ROOT = Path(__file__).parents[2]
 
@@ -39,16 +39,16 @@ def test_a_crafted_checkpoint_is_refused_and_runs_nothing(tmp_path):
     for name in ("trainer_state.pt", "rng-0.pt"):
         torch.save({"step": 3, "sampler": Payload(marker)}, tmp_path / name)
         with pytest.raises(ConfigError, match="holds objects other than tensors and plain data"):
-            training.load_plain(tmp_path / name)
+            checkpoints.load_plain(tmp_path / name)
     assert not marker.exists()
 
 
 def test_rng_states_round_trip_through_weights_only_loading(tmp_path):
     random.seed(1), np.random.seed(2), torch.manual_seed(3)
-    torch.save(training.rng_state(), tmp_path / "rng-0.pt")
+    torch.save(checkpoints.rng_state(), tmp_path / "rng-0.pt")
     expected = (random.random(), np.random.rand(), torch.rand(1).item())
     random.seed(9), np.random.seed(9), torch.manual_seed(9)
-    training.set_rng_state(training.load_plain(tmp_path / "rng-0.pt"))
+    checkpoints.set_rng_state(checkpoints.load_plain(tmp_path / "rng-0.pt"))
     assert (random.random(), np.random.rand(), torch.rand(1).item()) == expected
 
 

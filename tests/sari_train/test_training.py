@@ -10,7 +10,8 @@ from sari_train.config import ConfigError
 from sari_train.grpo.train import GRPOConfig, train_grpo
 from sari_train.models.adapter import AudioLM
 from sari_train.sft import SFTConfig, train_sft
-from sari_train.training import load_plain, lr_factor
+from sari_train.checkpoints import load_plain
+from sari_train.training import lr_factor
 
 
 def test_lr_factor_by_hand():
@@ -88,7 +89,8 @@ def test_bfloat16_lora_resume_restores_the_float32_master_weights(tiny_model_dir
 def test_merge_lora_equals_peft_merge(tiny_model_dir):
     from types import SimpleNamespace
 
-    from sari_train.training import LoraSettings, load_policy, merge_lora
+    from sari_train.checkpoints import merge_lora
+    from sari_train.training import LoraSettings, load_policy
 
     config = SimpleNamespace(model=str(tiny_model_dir), dtype="float32", lora=LoraSettings(r=4, alpha=8),
                              gradient_checkpointing=False)

@@ -1,0 +1,123 @@
+"""Checkpoint files: where they live, the model folder a run saves (LoRA merged, in the run's
+dtype), RNG states as tensors and plain types, and reading them back with `weights_only=True`
+(a crafted checkpoint must never run code on --resume). `Run.checkpoint`/`Run.restore` in
+training.py put these together."""
+
+from __future__ import annotations
+
+import copy
+import pickle
+import random
+import re
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from sari_train.config import ConfigError, save_config
+from sari_train.models.adapter import AudioLM
+
+if TYPE_CHECKING:
+    from sari_train.training import TrainConfig
+
+
+def checkpoint_dir(out: Path, step: int) -> Path:
+    return out / "checkpoints" / f"step-{step:06d}"
+
+
+def latest_checkpoint(out: Path) -> Path | None:
+    found = sorted(p for p in (out / "checkpoints").glob("step-*") if (p / "trainer_state.pt").exists())
+    return found[-1] if found else None
+
+
+def merge_lora(weights: dict[str, torch.Tensor], scale: float, adapter: str = "default") -> dict[str, torch.Tensor]:
+    """Base-model weights from a LoRA model's state dict: W + scale·B·A in each adapted layer
+    (computed in float32), adapter tensors dropped, `base_layer.` taken out of the names."""
+    merged = {}
+    for name, value in weights.items():
+        if ".lora_" in name:
+            continue
+        if ".base_layer." in name:
+            prefix, leaf = name.split(".base_layer.")
+            a, b = (weights.get(f"{prefix}.lora_{ab}.{adapter}.weight") for ab in "AB")
+            if leaf == "weight" and a is not None:
+                value = (value.float() + scale * (b.float() @ a.float())).to(value.dtype)
+            name = f"{prefix}.{leaf}"
+        merged[name] = value
+    return merged
+
+
+def save_model(folder: Path, lm: AudioLM, weights: dict[str, torch.Tensor], config: TrainConfig) -> Path:
+    """A folder `AudioLM.load` can read: `weights` (full, LoRA already merged) cast to
+    `config.dtype`, the model config saying so, tokenizer, feature extractor, the run's config."""
+    folder.mkdir(parents=True, exist_ok=True)
+    dtype = getattr(torch, config.dtype)
+    lm.model.save_pretrained(folder, state_dict={k: v.to(dtype) if v.is_floating_point() else v
+                                                 for k, v in weights.items()})
+    model_config = copy.deepcopy(lm.model.config)  # save_pretrained wrote the float32 master weights' dtype
+    model_config.dtype = config.dtype
+    model_config.save_pretrained(folder)
+    lm.tokenizer.save_pretrained(folder)
+    lm.feature_extractor.save_pretrained(folder)
+    lm.save_chat_template(folder)
+    save_config(config, folder / "config.yaml")
+    return folder
+
+
+def rng_state() -> dict[str, Any]:
+    """Every RNG's state as tensors and plain types, so `torch.load(weights_only=True)` reads it back
+    (a checkpoint must never be able to run code on --resume)."""
+    numpy_state = np.random.get_state(legacy=False)
+    numpy_state["state"]["key"] = torch.from_numpy(numpy_state["state"]["key"].astype(np.int64))
+    state = {"python": random.getstate(), "numpy": numpy_state, "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    numpy_state = state["numpy"]
+    key = numpy_state["state"]["key"].numpy().astype(np.uint32)
+    np.random.set_state({**numpy_state, "state": {**numpy_state["state"], "key": key}})
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def load_plain(path: Path) -> Any:
+    """A checkpoint file of tensors and plain types only: anything else could run code when unpickled."""
+    try:
+        return torch.load(path, weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise ConfigError(f"{path} holds objects other than tensors and plain data, so it is not loaded (it could "
+                          f"run code): {str(err).splitlines()[-1][:200]}; resume only from checkpoints this toolkit "
+                          f"wrote") from None
+
+
+def resume_point(config: TrainConfig) -> Path | None:
+    """The checkpoint to continue from, or None for a fresh run (refusing to overwrite a run by accident)."""
+    found = latest_checkpoint(config.out)
+    if config.resume:
+        if found is None:
+            raise ConfigError(f"--resume: no checkpoint in {config.out / 'checkpoints'}")
+        return found
+    if found is not None:
+        raise ConfigError(f"{config.out} already holds checkpoints; pass --resume to continue or choose another --out")
+    return None
+
+
+def step_of(folder: Path) -> int:
+    match = re.search(r"step-(\d+)$", folder.name)
+    return int(match.group(1)) if match else 0
+
+
+def gathered(state: Any) -> Any:
+    """`state` with every DTensor replaced by its full tensor on CPU (torch leaves them sharded on a
+    CPU mesh). A collective when there are any: every process calls it on the same structure."""
+    if isinstance(state, dict):
+        return {k: gathered(v) for k, v in state.items()}
+    if isinstance(state, (list, tuple)):
+        return type(state)(gathered(v) for v in state)
+    return state.full_tensor().cpu() if hasattr(state, "full_tensor") else state
