@@ -112,13 +112,16 @@ def completion_logits(lm: AudioLM, gen: Generated, group_size: int,
     return shared_prefix_logits(lm.language_model, model or lm.model, prompts, completions, mask, positions, g)
 
 
+FSDP_REFUSED = ("shared_prefix does not run under FSDP (its prompt pass bypasses FSDP's root wrapper); "
+                "set shared_prefix: false, or launch with DDP")
+
+
 def _refuse_fsdp(model: torch.nn.Module) -> None:
     """FSDP gathers the root's weights only in the root's own forward, which the prompt pass skips."""
     from torch.distributed.fsdp import FSDPModule, FullyShardedDataParallel
 
     if isinstance(model, (FSDPModule, FullyShardedDataParallel)):
-        raise ConfigError("shared_prefix does not run under FSDP (the prompt pass bypasses the root wrapper); "
-                          "use DDP, or set shared_prefix: false")
+        raise ConfigError(FSDP_REFUSED)
 
 
 @contextmanager
