@@ -32,7 +32,7 @@ demo: setup
 	@echo "== 2/8 chains of thought, structured and free-form (template writer: no LLM endpoint configured)"
 	$(BIN)/sari-data cot --workspace $(DEMO) --split train
 	@echo "== 3/8 the toy base model: random weights, then answer-only SFT on the pretrain split"
-	$(BIN)/sari-train tiny-model workspaces/models/tiny
+	$(BIN)/sari-train tiny-model workspaces/models/tiny --hidden-size 128
 	$(BIN)/sari-train sft --config pipelines/train/demo-base.yaml
 	@echo "== 4/8 difficulty: the base model answers each train item k times; pass rates -> curriculum"
 	$(BIN)/sari-data difficulty --recipe pipelines/demo.yaml --workspace $(DEMO) --model $(RUNS)/base/final

@@ -41,20 +41,29 @@ def knob_tercile(knob: float) -> str:
     return TERCILES[0] if knob < 1 / 3 else TERCILES[1] if knob < 2 / 3 else TERCILES[2]
 
 
+def spearman(knob: pd.Series, pass_rate: pd.Series) -> float:
+    """Rank correlation of knob and pass rate; NaN when either is constant (nothing to rank)."""
+    varies = knob.nunique() > 1 and pass_rate.nunique() > 1
+    return float(knob.corr(pass_rate, method="spearman")) if varies else float("nan")
+
+
 def knob_tables(frame: pd.DataFrame) -> dict[str, pd.DataFrame]:
     """For items with a constructed difficulty knob: mean pass rate per knob tercile, and the
-    Spearman correlation of knob and pass rate (negative when harder-by-construction is harder;
-    NaN when either is constant, e.g. a model that never answers right)."""
+    Spearman correlation of knob and pass rate over all of them and per family (negative when
+    harder-by-construction is harder; NaN when either is constant, e.g. a family the model never
+    gets right, or one it answers by chance, where the knob cannot show)."""
     known = frame[frame.knob.notna()]
     if known.empty:
         return {}
     terciles = known.knob.map(knob_tercile)
     by_tercile = known.groupby(terciles).pass_rate.agg(items="size", mean_pass_rate="mean")
     by_tercile = by_tercile.reindex([t for t in TERCILES if t in by_tercile.index])
-    varies = known.knob.nunique() > 1 and known.pass_rate.nunique() > 1
-    rho = known.knob.corr(known.pass_rate, method="spearman") if varies else float("nan")
+    rows = [{"items": "all", "n": len(known), "spearman": spearman(known.knob, known.pass_rate)}]
+    if known.family.nunique() > 1:
+        rows += [{"items": f"family {name}", "n": len(g), "spearman": spearman(g.knob, g.pass_rate)}
+                 for name, g in known.groupby("family")]
     return {"pass rate by difficulty knob": by_tercile.rename_axis("knob_tercile").reset_index(),
-            "knob vs pass rate": pd.DataFrame([{"items": len(known), "spearman": rho}])}
+            "knob vs pass rate": pd.DataFrame(rows)}
 
 
 def report_tables(frame: pd.DataFrame, split: str | None, silence: pd.DataFrame | None = None) -> dict[str, pd.DataFrame]:
@@ -87,15 +96,18 @@ def write_histogram(frame: pd.DataFrame, split: str | None, path: Path) -> Path 
     edges = np.linspace(-0.5 / k, 1 + 0.5 / k, k + 2)  # one bar per possible n_correct
     panels = [("all items", frame)] + [(f"task: {t}", g) for t, g in frame.groupby("task")] \
         + [(f"family: {f}", g) for f, g in frame.groupby("family")]
-    cols = min(4, len(panels))
-    rows = -(-len(panels) // cols)
+    known = frame[frame.knob.notna()]
+    cols = min(4, len(panels) + (not known.empty))
+    rows = -(-(len(panels) + (not known.empty)) // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.4 * rows), squeeze=False)
     for ax, (title, group) in zip(axes.flat, panels):
         ax.hist(group.pass_rate, bins=edges, color="tab:blue")
         ax.set_title(f"{title} (n={len(group)})", fontsize=8)
         ax.set_xlim(-0.05, 1.05)
         ax.tick_params(labelsize=7)
-    for ax in list(axes.flat)[len(panels):]:
+    if not known.empty:  # the last panel: does the pass rate fall as the constructed knob rises?
+        knob_panel(list(axes.flat)[len(panels)], known)
+    for ax in list(axes.flat)[len(panels) + (not known.empty):]:
         ax.axis("off")
     fig.supxlabel(f"pass rate (correct / {k})", fontsize=9)
     fig.tight_layout()
@@ -103,3 +115,18 @@ def write_histogram(frame: pd.DataFrame, split: str | None, path: Path) -> Path 
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+def knob_panel(ax, known: pd.DataFrame) -> None:
+    """Mean pass rate per tenth of the constructed knob, one line per family, with its Spearman ρ."""
+    tenths = (known.knob.clip(0, 0.999) * 10).astype(int)
+    for family, group in known.groupby("family"):
+        means = group.groupby(tenths[group.index]).pass_rate.mean()
+        rho = spearman(group.knob, group.pass_rate)
+        ax.plot((means.index + 0.5) / 10, means.values, marker=".", label=f"{family} (ρ {rho:+.2f})")
+    ax.set_title(f"pass rate vs knob (ρ {spearman(known.knob, known.pass_rate):+.2f})", fontsize=8)
+    ax.set_xlabel("constructed difficulty", fontsize=7)
+    ax.set_xlim(0, 1)
+    ax.set_ylim(-0.05, 1.05)
+    ax.tick_params(labelsize=7)
+    ax.legend(fontsize=6)

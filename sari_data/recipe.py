@@ -29,17 +29,21 @@ class SyntheticSource(Strict):
     n_items: int = Field(3000, ge=1, description="how many items to generate")
     clip_seconds: float = Field(3.6, gt=0, description="every clip has this fixed length (no duration cue)")
     sample_rate: int = 16000
-    families: list[str] | None = Field(None, description="question families; all when empty")
+    families: list[str] | dict[str, int] | None = Field(
+        None, description="question families, all when empty; a mapping weights them: "
+                          "{pitch_high_low: 3, chirp_direction: 1} makes three tones per sweep")
     license: str = "CC0-1.0"
 
     @field_validator("families")
     @classmethod
-    def _known_families(cls, families: list[str] | None) -> list[str] | None:
+    def _known_families(cls, families: list[str] | dict[str, int] | None) -> list[str] | dict[str, int] | None:
         from sari_data.sources.synthetic import FAMILIES
 
         unknown = [name for name in families or [] if name not in FAMILIES]
         if unknown:
             raise ValueError(f"unknown families {unknown}; known: {', '.join(FAMILIES)}")
+        if isinstance(families, dict) and not all(isinstance(w, int) and w >= 1 for w in families.values()):
+            raise ValueError(f"family weights must be whole numbers >= 1, got {families}")
         return families
 
 

@@ -145,10 +145,14 @@ def cmd_experiment(args: argparse.Namespace) -> None:
     command = " ".join(["sari-train", *sys.argv[1:]]) if sys.argv[0].endswith("sari-train") else "sari-train experiment"
     with recorded_run(None, "experiment", folder=config.out, config=config.model_dump(mode="json")) as results:
         outcome = run_experiment(config, command)
-        results.update(gains=outcome["gains"], table=outcome["table"].to_dict("records"))
+        results.update(gains=outcome["gains"], table=outcome["table"].to_dict("records"),
+                       comparisons=outcome["comparisons"])
     print(outcome["table"].to_string(index=False))
     for arm, gain in outcome["gains"].items():
         print(f"{arm:>14}: {gain['gain_over_base']:+.1f} points over the base (seed std {gain['seed_std']:.1f})")
+    for c in outcome["comparisons"]:
+        print(f"{c['a']} - {c['b']}: {c['gap']:+.1f} points (per seed {c['per_seed']}; larger seed std "
+              f"{c['larger_std']:.1f}; {'more' if c['separated'] else 'not more'} than 2 std apart)")
     print(f"\nresults.csv, table.md and accuracy.png written to {config.out}")
 
 

@@ -25,7 +25,7 @@ from typing import Any, Literal
 
 import pandas as pd
 import yaml
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from corpus.provenance import recorded_run
 from corpus.settings import read_yaml_mapping
@@ -57,10 +57,21 @@ class ExperimentConfig(BaseModel):
                                                   "and sft/grpo blocks every stage starts from")
     sft: dict[str, Any] = Field(default_factory=dict, description="SFTConfig fields for every SFT stage (over the preset)")
     grpo: dict[str, Any] = Field(default_factory=dict, description="GRPOConfig fields for every GRPO stage (over the preset)")
+    compare: list[tuple[str, str]] = Field(
+        default_factory=list, description="pairs of arms [a, b] to set side by side: a - b per seed, the gap "
+                                          "of the means, and whether it exceeds 2 seed std of either arm")
     eval_split: str = Field("test", description="held-out split the arms are scored on")
     eval_limit: int | None = Field(None, ge=1, description="score at most N held-out items")
     eval_max_new_tokens: int = Field(320, ge=1, description="generation budget of the scoring pass")
     out: Path = Field(Path("artifacts/experiment"), description="experiment folder")
+
+
+    @model_validator(mode="after")
+    def _compared_arms_exist(self) -> "ExperimentConfig":
+        unknown = sorted({arm for pair in self.compare for arm in pair} - set(self.arms))
+        if unknown:
+            raise ValueError(f"compare names arms {unknown} that `arms` does not define ({', '.join(self.arms)})")
+        return self
 
 
 def stage_fields(config: ExperimentConfig, stage: str) -> dict[str, Any]:
@@ -148,6 +159,29 @@ def summarise(results: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def comparison(results: pd.DataFrame, a: str, b: str, column: str = "total") -> dict[str, Any]:
+    """Arm a against arm b on the seeds both ran: a - b per seed, the gap of the means, each arm's
+    sample std over seeds, and whether the gap is more than twice the larger of the two stds."""
+    runs = {arm: results[results.arm == arm].set_index("seed")[column] for arm in (a, b)}
+    seeds = sorted(set(runs[a].index) & set(runs[b].index))
+    diffs = [round(float(runs[a][s] - runs[b][s]), 1) for s in seeds]
+    std = max(float(runs[arm][seeds].std(ddof=1)) if len(seeds) > 1 else float("nan") for arm in (a, b))
+    gap = float(runs[a][seeds].mean() - runs[b][seeds].mean()) if seeds else float("nan")
+    return {"a": a, "b": b, "seeds": seeds, "per_seed": diffs, "gap": round(gap, 1), "larger_std": round(std, 1),
+            "gap_over_std": round(gap / std, 1) if std > 0 else float("nan"), "separated": bool(abs(gap) > 2 * std)}
+
+
+def comparison_lines(comparisons: list[dict[str, Any]]) -> str:
+    if not comparisons:
+        return ""
+    lines = ["| a − b | per seed | gap of means | larger seed std | gap ÷ std | more than 2 std apart |",
+             "|---|---|---|---|---|---|"]
+    lines += [f"| {c['a']} − {c['b']} | {', '.join(f'{d:+.1f}' for d in c['per_seed'])} | {c['gap']:+.1f} | "
+              f"{c['larger_std']:.1f} | {c['gap_over_std']:+.1f} | {'yes' if c['separated'] else 'no'} |"
+              for c in comparisons]
+    return "\n" + "\n".join(lines) + "\n"
+
+
 def markdown(summary: pd.DataFrame, config: ExperimentConfig, command: str) -> str:
     """The summary as a Markdown table, headed by what was measured and the command that measures it."""
     table = summary.rename(columns={"label": "what it does"})
@@ -192,11 +226,12 @@ def run_experiment(config: ExperimentConfig, command: str = "sari-train experime
     config.out.mkdir(parents=True, exist_ok=True)
     results.to_csv(config.out / "results.csv", index=False)
     summary = summarise(results)
-    (config.out / "table.md").write_text(markdown(summary, config, command))
+    comparisons = [comparison(results, a, b) for a, b in config.compare]
+    (config.out / "table.md").write_text(markdown(summary, config, command) + comparison_lines(comparisons))
     plot(results, config.out / "accuracy.png")
     base = float(results.loc[results.arm == "base", "total"].iloc[0])
     gains = {arm: {"gain_over_base": round(runs.total.mean() - base, 1),
                    "seed_std": round(runs.total.std(ddof=1), 1) if len(runs) > 1 else 0.0}
              for arm, runs in results[results.arm != "base"].groupby("arm", sort=False)}
-    return {"table": summary, "gains": gains, "results": str(config.out / "results.csv"),
+    return {"table": summary, "gains": gains, "comparisons": comparisons, "results": str(config.out / "results.csv"),
             "markdown": str(config.out / "table.md"), "plot": str(config.out / "accuracy.png")}

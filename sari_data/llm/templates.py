@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from corpus.records import Item
-from sari_data.sources.synthetic import scene_caption
+from sari_data.sources.synthetic import PITCH_BOUNDARY_HZ, scene_caption
 
 # What to listen for, per family (the planning step).
 FOCUS: dict[str, str] = {
@@ -22,7 +22,7 @@ FOCUS: dict[str, str] = {
     "louder_first_second": "compare the loudness of the two tones",
     "longer_first_second": "compare how long each of the two tones lasts",
     "chirp_direction": "follow the pitch of the sweep from start to end",
-    "pitch_high_low": "estimate the pitch of the tone against the 300 Hz and 1 kHz marks",
+    "pitch_high_low": f"estimate the pitch of the tone against the {PITCH_BOUNDARY_HZ:.0f} Hz mark",
     "pitch_compare": "compare the pitch of the two tones",
     "tempo_fast_slow": "estimate the tempo of the clicks in beats per minute",
     "chord_major_minor": "hear the intervals of the chord above its root",
@@ -60,7 +60,8 @@ def _chirp(p: dict[str, Any], a: str) -> str | None:
 
 def _high_low(p: dict[str, Any], a: str) -> str | None:
     f = p.get("freq_hz")
-    return None if f is None else f"The tone sits at about {f:.0f} Hz, so it is {a}."
+    side = "above" if a == "high" else "below"
+    return None if f is None else f"The tone sits at about {f:.0f} Hz, {side} {PITCH_BOUNDARY_HZ:.0f} Hz, so it is {a}."
 
 
 def _compare(p: dict[str, Any], a: str) -> str | None:

@@ -206,8 +206,8 @@ QUESTIONS: dict[str, tuple[str, ...]] = {
     "louder_first_second": ("Which of the two tones is louder?", "Of the two tones, which one is louder?"),
     "longer_first_second": ("Which of the two tones lasts longer?", "Of the two tones, which one is longer?"),
     "chirp_direction": ("Is the pitch of the sweep rising or falling?", "Does this sweep go up or down in pitch?"),
-    "pitch_high_low": ("Is this tone high (above 1 kHz) or low (below 300 Hz)?",
-                       "Is the pitch of this tone high (over 1000 Hz) or low (under 300 Hz)?"),
+    "pitch_high_low": ("Is this tone high (above 500 Hz) or low (below 500 Hz)?",
+                       "Is the pitch of this tone high (over 500 Hz) or low (under 500 Hz)?"),
     "pitch_compare": ("Which of the two tones is higher in pitch?", "Which tone has the higher pitch?"),
     "tempo_fast_slow": ("Is this click rhythm fast (at least 120 BPM) or slow (at most 90 BPM)?",
                         "Are the clicks at a fast tempo (120 BPM or more) or a slow one (90 BPM or less)?"),
@@ -335,14 +335,22 @@ def chirp_direction(rng: np.random.Generator, cls: int, d: float, clip_s: float,
                    "octaves": _r(octaves), "onset_s": _r(onset), "duration_s": _r(dur)})
 
 
+PITCH_BOUNDARY_HZ = 500.0
+
+
 def pitch_high_low(rng: np.random.Generator, cls: int, d: float, clip_s: float, sr: int) -> _Scene:
-    spread = 2**(rng.uniform() * _lerp(2.0, 0.25, d))  # harder: closer to the class boundary
-    freq = 1000 * spread if cls == 0 else 300 / spread
+    # Harder: deeper in noise, from +30 dB (plain) down to -40 dB, past the point (about -25 dB) where
+    # even a spectral peak picker over the tone's span loses it: the knob runs from what a small model
+    # hears at once to what it cannot hear. The tone sits 1/2 to 2 octaves from the 500 Hz boundary.
+    octaves = rng.uniform(0.5, 2.0)
+    freq = PITCH_BOUNDARY_HZ * 2**octaves if cls == 0 else PITCH_BOUNDARY_HZ / 2**octaves
     dur = rng.uniform(0.4, 1.2)
+    snr = _snr(d, 30, -40)
     (onset,) = _place(rng, [dur], [], clip_s)
-    return _Scene([_Event(onset, _tone(rng, freq, dur, sr))], _snr(d, 30, 6),
+    return _Scene([_Event(onset, _tone(rng, freq, dur, sr))], snr,
                   f"A tone at {freq:.0f} Hz {_span(onset, dur)}.",
-                  {"freq_hz": _r(freq, 1), "onset_s": _r(onset), "duration_s": _r(dur)})
+                  {"freq_hz": _r(freq, 1), "octaves_from_boundary": _r(octaves), "onset_s": _r(onset),
+                   "duration_s": _r(dur)})
 
 
 def pitch_compare(rng: np.random.Generator, cls: int, d: float, clip_s: float, sr: int) -> _Scene:
@@ -443,11 +451,21 @@ def generate_example(family: str, index: int, seed: int, *, clip_seconds: float 
         audio=audio)
 
 
-def generate(n: int, seed: int, *, families: list[str] | None = None, clip_seconds: float = 3.6,
+def family_cycle(families: list[str] | dict[str, int] | None) -> list[str]:
+    """The round-robin order of families: all of them by default; a mapping repeats each family by
+    its weight ({a: 3, b: 1} -> a, a, a, b, a, a, a, b, ...)."""
+    if not families:
+        return list(FAMILIES)
+    if isinstance(families, dict):
+        return [name for name, weight in families.items() for _ in range(weight)]
+    return list(families)
+
+
+def generate(n: int, seed: int, *, families: list[str] | dict[str, int] | None = None, clip_seconds: float = 3.6,
              sample_rate: int = 16000, start: int = 0) -> Iterator[SyntheticExample]:
-    """Items start .. start+n-1, families in round-robin order; item i depends only on (seed, i, families),
-    so a build can resume at `start`."""
-    names = list(families) if families else list(FAMILIES)
+    """Items start .. start+n-1, families in round-robin order (`family_cycle`); item i depends only on
+    (seed, i, families), so a build can resume at `start`."""
+    names = family_cycle(families)
     unknown = [f for f in names if f not in FAMILIES]
     if unknown:
         raise ValueError(f"unknown families {unknown}; known: {', '.join(FAMILIES)}")

@@ -36,6 +36,18 @@ def test_pass_rate_tracks_the_constructed_knob():
     assert knob_tables(frame([0.5], [None], [0])) == {}  # no knob (not synthetic): no table
 
 
+def test_knob_correlation_per_family_tells_a_learnt_skill_from_chance():
+    # Family a tracks the knob exactly (rho -1); family b sits at chance whatever the knob (constant:
+    # NaN). Over all six, in knob order the pass-rate ranks are 6, 2.5, 5, 2.5, 2.5, 2.5 (ties
+    # averaged): rho = -10 / sqrt(17.5 x 12.5) = -0.676, the chance family diluting the learnt one.
+    f = frame([1.0, 0.75, 0.5, 0.5, 0.5, 0.5], [0.1, 0.3, 0.9, 0.2, 0.5, 0.7], [0] * 6,
+              families=["a", "a", "a", "b", "b", "b"])
+    table = knob_tables(f)["knob vs pass rate"].set_index("items")
+    assert table.loc["family a", "spearman"] == pytest.approx(-1.0) and table.loc["family a", "n"] == 3
+    assert math.isnan(table.loc["family b", "spearman"])
+    assert table.loc["all", "n"] == 6 and table.loc["all", "spearman"] == pytest.approx(-0.676, abs=1e-3)
+
+
 def test_report_keeps_the_split_and_adds_the_silence_probe():
     f = frame([1.0, 0.5, 0.0, 0.25], [0.1, 0.5, 0.9, 0.2], [0, 1, None, 1], families=["a", "a", "b", "b"])
     silence = f.assign(pass_rate=[0.5, 0.0, 0.0, 0.0])

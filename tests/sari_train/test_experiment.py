@@ -5,7 +5,7 @@ import yaml
 from sari_train import experiment
 from sari_train.config import ConfigError
 from sari_train.evaluate import named, trained_style
-from sari_train.experiment import Arm, ExperimentConfig, run_experiment, stage_fields, summarise
+from sari_train.experiment import Arm, ExperimentConfig, comparison, comparison_lines, run_experiment, stage_fields, summarise
 
 
 def test_summary_is_mean_and_sample_std_over_seeds():
@@ -18,6 +18,23 @@ def test_summary_is_mean_and_sample_std_over_seeds():
     # sample std of (50, 60) = sqrt(((−5)² + 5²) / 1) = 7.07; of (50, 70) = 14.14
     assert table.loc["sari", "total"] == "55.0 ± 7.1" and table.loc["sari", "task/music"] == "60.0 ± 14.1"
     assert table.loc["base", "total"] == "40.0" and table.loc["sari", "seeds"] == 2
+
+
+def test_comparison_is_the_gap_of_means_against_twice_the_larger_seed_std():
+    results = pd.DataFrame([
+        {"arm": "sari", "seed": 0, "total": 70.0}, {"arm": "sari", "seed": 1, "total": 72.0},
+        {"arm": "sari", "seed": 2, "total": 74.0}, {"arm": "sft_only", "seed": 0, "total": 60.0},
+        {"arm": "sft_only", "seed": 1, "total": 61.0}, {"arm": "sft_only", "seed": 2, "total": 65.0},
+    ])
+    c = comparison(results, "sari", "sft_only")
+    # means 72 and 62; sample stds 2.0 and sqrt((4 + 1 + 9) / 2) = 2.65; 10 > 2 x 2.65
+    assert c["per_seed"] == [10.0, 11.0, 9.0] and c["gap"] == 10.0 and c["larger_std"] == 2.6
+    assert c["separated"] and c["gap_over_std"] == 3.8
+    close = comparison(results.assign(total=[70.0, 72.0, 74.0, 66.0, 72.0, 72.0]), "sari", "sft_only")
+    assert close["gap"] == 2.0 and not close["separated"]
+    assert "| sari − sft_only | +10.0, +11.0, +9.0 | +10.0 | 2.6 | +3.8 | yes |" in comparison_lines([c])
+    with pytest.raises(ValueError, match="does not define"):
+        ExperimentConfig(workspace=".", base="b", arms={"sari": Arm()}, compare=[("sari", "nope")])
 
 
 def test_eval_names_columns_and_reads_each_models_trained_format(tmp_path):
