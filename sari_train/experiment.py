@@ -42,6 +42,7 @@ class Arm(BaseModel):
     format: PromptFormat = Field("structured", description="implicit | free | structured")
     sft: bool = Field(True, description="SFT warm-up on this format first (from the base model)")
     grpo: bool = Field(True, description="then GRPO")
+    sft_steps: int | None = Field(None, ge=1, description="this arm's SFT length (default: the preset's max_steps)")
     sampler: Literal["curriculum", "random"] = Field("curriculum", description="GRPO's prompt order")
     label: str = Field("", description="one line for the table")
 
@@ -83,14 +84,17 @@ def stage_fields(config: ExperimentConfig, stage: str) -> dict[str, Any]:
     return {**fields, **getattr(config, stage)}
 
 
-def sft_stage(config: ExperimentConfig, fmt: str, seed: int) -> Path:
+def sft_stage(config: ExperimentConfig, fmt: str, seed: int, steps: int | None = None) -> Path:
+    """The SFT of one format and seed (and length, when an arm sets its own), shared by the arms that need it."""
     from sari_train.sft import SFTConfig, train_sft
 
     fields = stage_fields(config, "sft")
+    length = {} if steps is None else {"max_steps": steps}
+    folder = f"sft-{fmt}-seed{seed}" if steps is None else f"sft-{fmt}-{steps}steps-seed{seed}"
     stage = SFTConfig.model_validate({
-        **fields, "model": config.base, "workspace": config.workspace,
+        **fields, **length, "model": config.base, "workspace": config.workspace,
         "prompt": {**fields.get("prompt", {}), "format": fmt}, "seed": seed,
-        "out": config.out / f"sft-{fmt}-seed{seed}", "eval_split": None})
+        "out": config.out / folder, "eval_split": None})
     target = "answers only" if fmt == "implicit" else f"{fmt} chains"
     return run_stage(stage, train_sft, f"SFT warm-up on {target}, seed {seed}")
 
@@ -120,7 +124,7 @@ def run_stage(stage: Any, train: Any, what: str) -> Path:
 
 def arm_model(config: ExperimentConfig, name: str, arm: Arm, seed: int) -> str:
     """Train (or reuse) the arm's stages for one seed; the model folder to score."""
-    model = str(sft_stage(config, arm.format, seed)) if arm.sft else config.base
+    model = str(sft_stage(config, arm.format, seed, arm.sft_steps)) if arm.sft else config.base
     return str(grpo_stage(config, name, arm, seed, model)) if arm.grpo else model
 
 

@@ -56,6 +56,17 @@ def test_stage_settings_layer_preset_then_experiment(tmp_path):
         stage_fields(config.model_copy(update={"preset": tmp_path / "missing.yaml"}), "sft")
 
 
+def test_an_arm_may_set_its_own_sft_length_in_its_own_folder(tmp_path, monkeypatch):
+    stages = []
+    monkeypatch.setattr(experiment, "run_stage", lambda stage, train, what: stages.append(stage) or stage.out)
+    config = ExperimentConfig(workspace=tmp_path, base=str(tmp_path), arms={"a": Arm()}, out=tmp_path / "exp",
+                              sft={"max_steps": 5, "batch_size": 2})
+    experiment.sft_stage(config, "structured", 0)
+    experiment.sft_stage(config, "structured", 0, 9)
+    assert [(s.max_steps, s.out.name) for s in stages] == [(5, "sft-structured-seed0"),
+                                                           (9, "sft-structured-9steps-seed0")]
+
+
 @pytest.mark.slow
 def test_experiment_runs_every_arm_and_seed_and_reuses_finished_stages(tiny_model_dir, train_workspace, tmp_path,
                                                                        monkeypatch):
