@@ -13,8 +13,10 @@ and is scored greedily on the held-out split with the MMAU rule, in its own prom
 Stages are shared and kept: the SFT of one format and seed serves every arm that needs it, and a
 stage whose final model was made with the same settings is not run again (scores likewise), so a
 stopped experiment continues where it stopped and re-running a finished one only re-prints its table. Writes, in `out`:
-`results.csv` (one row per arm and seed), `table.md` (mean ± sample std over seeds, per task),
-`accuracy.png`, and the runs themselves (`sft-<format>-seed<N>/`, `<arm>-seed<N>/`).
+`results.csv` (one row per arm and seed), `table.md` (mean ± sample std over seeds, per task, then the
+`compare:` pairs: a − b per seed and whether the gap exceeds twice the larger seed std),
+`accuracy.png`, and the runs themselves (`sft-<format>-seed<N>/`, `sft-<format>-<S>steps-seed<N>/` for an
+arm with its own `sft_steps`, `<arm>-seed<N>/`).
 """
 
 from __future__ import annotations
