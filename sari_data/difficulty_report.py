@@ -97,17 +97,18 @@ def write_histogram(frame: pd.DataFrame, split: str | None, path: Path) -> Path 
     panels = [("all items", frame)] + [(f"task: {t}", g) for t, g in frame.groupby("task")] \
         + [(f"family: {f}", g) for f, g in frame.groupby("family")]
     known = frame[frame.knob.notna()]
-    cols = min(4, len(panels) + (not known.empty))
-    rows = -(-(len(panels) + (not known.empty)) // cols)
+    used = len(panels) + (not known.empty)  # the histograms, then the knob panel when there is a knob
+    cols = min(4, used)
+    rows = -(-used // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.4 * rows), squeeze=False)
     for ax, (title, group) in zip(axes.flat, panels):
         ax.hist(group.pass_rate, bins=edges, color="tab:blue")
         ax.set_title(f"{title} (n={len(group)})", fontsize=8)
         ax.set_xlim(-0.05, 1.05)
         ax.tick_params(labelsize=7)
-    if not known.empty:  # the last panel: does the pass rate fall as the constructed knob rises?
-        knob_panel(list(axes.flat)[len(panels)], known)
-    for ax in list(axes.flat)[len(panels) + (not known.empty):]:
+    if not known.empty:  # does the pass rate fall as the constructed knob rises?
+        knob_panel(axes.flat[len(panels)], known)
+    for ax in axes.flat[used:]:
         ax.axis("off")
     fig.supxlabel(f"pass rate (correct / {k})", fontsize=9)
     fig.tight_layout()

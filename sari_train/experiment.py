@@ -68,7 +68,6 @@ class ExperimentConfig(BaseModel):
     eval_max_new_tokens: int = Field(320, ge=1, description="generation budget of the scoring pass")
     out: Path = Field(Path("artifacts/experiment"), description="experiment folder")
 
-
     @model_validator(mode="after")
     def _compared_arms_exist(self) -> "ExperimentConfig":
         unknown = sorted({arm for pair in self.compare for arm in pair} - set(self.arms))
