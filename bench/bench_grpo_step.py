@@ -99,7 +99,7 @@ def our_step_times(folder: Path, steps: int) -> Clock:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from sari_train.grpo import losses
-    from sari_train.rollout import SamplingSettings, completion_mask, sample_after_prefill
+    from sari_train.rollout import SamplingSettings, completion_mask, row_uniforms, sample_after_prefill
     from sari_train.shared_prefix import shared_prefix_logits
 
     settings = SamplingSettings(k=G, temperature=1.0, max_new_tokens=NEW_TOKENS)
@@ -115,17 +115,21 @@ def our_step_times(folder: Path, steps: int) -> Clock:
 
     def completion_logits(model, completion, full_mask):
         embed = model.get_input_embeddings()
-        positions = torch.arange(full_mask.shape[1]).expand(len(full_mask), -1)  # Qwen2: the column index
+        positions = (full_mask.long().cumsum(-1) - 1).clamp(min=0)  # real tokens before each (AudioLM.position_ids)
         return shared_prefix_logits(model.model, model, embed(ids), embed(completion), full_mask, positions, G)
 
     clock = Clock()
     for _ in range(steps + 1):
         clock.start()
         with torch.no_grad():
-            cache = policy.model(input_ids=ids[:, :-1], attention_mask=mask[:, :-1], use_cache=True).cache  # no head
+            positions = (mask.long().cumsum(-1) - 1).clamp(min=0)
+            cache = policy.model(input_ids=ids[:, :-1], attention_mask=mask[:, :-1], position_ids=positions[:, :-1],
+                                 use_cache=True).cache  # no head
             cache.batch_repeat_interleave(G)
-            completion, _ = sample_after_prefill(policy, cache, ids.repeat_interleave(G, 0),
-                                                 mask.repeat_interleave(G, 0), settings, stop, tokenizer.pad_token_id)
+            completion, _ = sample_after_prefill(policy, cache, ids[:, -1:].repeat_interleave(G, 0),
+                                                 mask.repeat_interleave(G, 0), positions[:, -1:].repeat_interleave(G, 0),
+                                                 row_uniforms(range(len(ids)), G, NEW_TOKENS), settings, stop,
+                                                 tokenizer.pad_token_id)
         cmask = completion_mask(completion, stop)
         decoded = tokenizer.batch_decode(completion * cmask, skip_special_tokens=True)
         adv = losses.advantages(torch.tensor(length_reward(None, decoded)), G)

@@ -179,8 +179,8 @@ def waveform_or_quarantine(root: Path, item: Item) -> np.ndarray | Quarantine:
 def sample_groups(engine: Any, prompts: list, waveforms: list[np.ndarray], settings: Any,
                   seeds: list[int]) -> list[list[str]]:
     """k completions per prompt, each prompt sampled from its own seed. Engines that take per-prompt
-    seeds (EndpointEngine: each request carries one) get the whole batch at once; others, one call per
-    prompt with the seed in the settings (LocalEngine seeds torch once per call)."""
+    seeds (LocalEngine: each row draws from its own; EndpointEngine: each request carries one) get the
+    whole batch at once; others, one call per prompt with the seed in the settings."""
     if "seeds" in inspect.signature(engine.sample).parameters:
         return engine.sample(prompts, waveforms, settings, seeds=seeds).texts
     return [engine.sample([p], [w], settings.model_copy(update={"seed": s})).texts[0]
@@ -210,7 +210,7 @@ def make_engine(config: DifficultyConfig) -> Any:
     except (OSError, ValueError) as err:
         raise DifficultyError(f"cannot load the model {config.model!r}: {str(err).splitlines()[0]}; pass a local "
                               f"model folder with --model") from err
-    return LocalEngine(lm, batch_size=1)  # one prompt (k rows) per call: the per-item seed decides
+    return LocalEngine(lm, batch_size=1)  # one prompt (k rows) per forward pass: no padding on CPU
 
 
 def pending(source: Workspace, stores: Sequence[Workspace], config: DifficultyConfig,

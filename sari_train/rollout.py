@@ -2,9 +2,13 @@
 
 `LocalEngine` runs a transformers model: prompts are left-padded and batched, the audio encoder
 and the prompt's forward pass (its key/value cache) run once per prompt and are shared by the k
-samples (the naive path, kept for tests and benchmarks, repeats the audio k times). `EndpointEngine` (rollout_endpoint.py) drives an
-OpenAI-compatible server instead. Both return the same `Rollouts`. Sampling from the shared cache runs
-`sample_after_prefill`: the tokens `generate` would draw, without its per-token bookkeeping.
+samples (the naive path, kept for tests and benchmarks, repeats the audio k times). `EndpointEngine`
+(rollout_endpoint.py) drives an OpenAI-compatible server instead. Both return the same `Rollouts`.
+
+Sampling is the policy being trained: prefill, every decode step and the training passes number
+positions by one rule (`AudioLM.position_ids`), and each row draws from its own seed
+(`sample_after_prefill`), so a row samples the same completion alone or in any batch. Greedy
+decoding runs `generate` on the same cache (it keeps the repo's generation defaults).
 """
 
 from __future__ import annotations
@@ -68,57 +72,76 @@ class LocalEngine:
 
     @torch.no_grad()
     def generate(self, batch: PromptBatch, settings: SamplingSettings, with_logprobs: bool = False,
-                 prompt_embeds: torch.Tensor | None = None) -> Generated:
-        """k completions for each prompt of one batch. Pass `prompt_embeds` to reuse an encoding."""
+                 prompt_embeds: torch.Tensor | None = None, seeds: Sequence[Seed] | None = None) -> Generated:
+        """k completions for each prompt of one batch. Pass `prompt_embeds` to reuse an encoding.
+
+        Each prompt samples from its own seed (`seeds`, default: settings.seed and its row), so a
+        row's completions do not depend on the rows beside it; its positions do not either
+        (`AudioLM.position_ids`). Log-probs are under logits / temperature (the trainer's)."""
         lm, k = self.lm, settings.k
         batch = batch.to(lm.device)
-        sampling = dict(generation_kwargs(settings), eos_token_id=lm.stop_token_ids,
-                        pad_token_id=lm.tokenizer.pad_token_id, output_scores=with_logprobs,
-                        return_dict_in_generate=True)
+        seeds = list(seeds) if seeds is not None else [(settings.seed, i) for i in range(len(batch.input_ids))]
         repeated = batch.repeat(k)
-        extra = {"feature_attention_mask": repeated.feature_attention_mask} if lm.needs_feature_mask else {}
-        if self.shared_encoder:
+        if self.shared_encoder:  # audio encoder and prompt pass once per prompt, their cache repeated
             if prompt_embeds is None:
                 prompt_embeds = lm.prompt_embeddings(batch)
-            cache = self.prefill(batch, prompt_embeds, k)
+            positions = lm.position_ids(batch.input_ids, batch.attention_mask, batch.feature_attention_mask)
+            cache = self.prefill(batch, prompt_embeds, positions, k)
+            positions = positions.repeat_interleave(k, dim=-2)
             prompt_embeds = prompt_embeds.repeat_interleave(k, dim=0)
-            if lean_sampling_applies(lm, settings):
-                completion, scores = sample_after_prefill(lm.model, cache, repeated.input_ids,
-                                                          repeated.attention_mask, settings, lm.stop_token_ids,
-                                                          lm.tokenizer.pad_token_id, with_logprobs)
-            else:
-                out = lm.model.generate(input_ids=repeated.input_ids, attention_mask=repeated.attention_mask,
-                                        past_key_values=cache, **extra, **sampling)
-                completion, scores = out.sequences[:, repeated.input_ids.shape[1]:], out.scores
-        else:
-            out = lm.model.generate(**repeated.model_inputs(), **sampling)
+        else:  # the naive path: k copies of each prompt, the audio encoded k times
             prompt_embeds = lm.prompt_embeddings(repeated)
-            completion, scores = out.sequences[:, repeated.input_ids.shape[1]:], out.scores
-        mask = completion_mask(completion, lm.stop_token_ids)
-        logprobs = None
-        if with_logprobs:
-            scores = torch.stack(scores, dim=1).float().log_softmax(-1)
-            logprobs = scores.gather(-1, completion.unsqueeze(-1)).squeeze(-1) * mask
-        return Generated(repeated, prompt_embeds, completion, mask, logprobs)
+            positions = lm.position_ids(repeated.input_ids, repeated.attention_mask, repeated.feature_attention_mask)
+            cache = self.prefill(repeated, prompt_embeds, positions, 1)
+        if lean_sampling_applies(lm, settings):
+            uniforms = row_uniforms(seeds, k, settings.max_new_tokens).to(lm.device)
+            completion, logprobs = sample_after_prefill(
+                lm.model, cache, repeated.input_ids[:, -1:], repeated.attention_mask, positions[..., -1:], uniforms,
+                settings, lm.stop_token_ids, lm.tokenizer.pad_token_id)
+            return self.finish(repeated, prompt_embeds, completion, None, settings, logprobs if with_logprobs else None)
+        lm.decode_from(positions, repeated.attention_mask)
+        extra = {"feature_attention_mask": repeated.feature_attention_mask} if lm.needs_feature_mask else {}
+        out = lm.model.generate(input_ids=repeated.input_ids, attention_mask=repeated.attention_mask, cache=cache,
+                                **extra, **self.generate_kwargs(settings, with_logprobs))
+        completion = out.sequences[:, repeated.input_ids.shape[1]:]
+        return self.finish(repeated, prompt_embeds, completion, out.logits, settings)
 
-    def prefill(self, batch: PromptBatch, prompt_embeds: torch.Tensor, k: int) -> Any:
+    def generate_kwargs(self, settings: SamplingSettings, with_logprobs: bool) -> dict[str, Any]:
+        return dict(generation_kwargs(settings), eos_token_id=self.lm.stop_token_ids,
+                    pad_token_id=self.lm.tokenizer.pad_token_id, output_logits=with_logprobs,
+                    return_dict_in_generate=True)
+
+    def finish(self, prompt: PromptBatch, prompt_embeds: torch.Tensor, completion: torch.Tensor,
+               logits: Sequence[torch.Tensor] | None, settings: SamplingSettings,
+               logprobs: torch.Tensor | None = None) -> Generated:
+        """The completions' mask, and the log-probs of `generate`'s raw logits (when it returned them)."""
+        mask = completion_mask(completion, self.lm.stop_token_ids)
+        if logits:
+            scaled = torch.stack(logits, dim=1).float() / (settings.temperature or 1.0)
+            logprobs = scaled.log_softmax(-1).gather(-1, completion.unsqueeze(-1)).squeeze(-1)
+        return Generated(prompt, prompt_embeds, completion, mask, None if logprobs is None else logprobs * mask)
+
+    def prefill(self, batch: PromptBatch, prompt_embeds: torch.Tensor, positions: torch.Tensor, k: int) -> Any:
         """The key/value cache of every prompt but its last token, computed once per prompt and then
         repeated for the k samples: the audio and the prompt are processed once, not k times. The
         model without its head runs (the cache is all we keep; no logits over the vocabulary)."""
-        extra = {"feature_attention_mask": batch.feature_attention_mask} if self.lm.needs_feature_mask else {}
         out = self.lm.model.model(input_ids=batch.input_ids[:, :-1], attention_mask=batch.attention_mask[:, :-1],
-                            inputs_embeds=prompt_embeds[:, :-1], use_cache=True, **extra)
-        return self.lm.repeat_cache(out.past_key_values, k)
+                                  inputs_embeds=prompt_embeds[:, :-1], position_ids=positions[..., :-1], use_cache=True)
+        out.cache.batch_repeat_interleave(k)
+        return out.cache
 
     def sample(self, messages: Sequence[list[dict[str, Any]]], waveforms: Sequence[np.ndarray],
-               settings: SamplingSettings, with_logprobs: bool = False) -> Rollouts:
-        """k completions for every prompt, in batches of `batch_size` prompts."""
-        torch.manual_seed(settings.seed)
+               settings: SamplingSettings, with_logprobs: bool = False, seeds: Sequence[int] | None = None) -> Rollouts:
+        """k completions for every prompt, in batches of `batch_size` prompts. `seeds` gives each
+        prompt its own seed (default: settings.seed with the prompt's index), so its samples do not
+        depend on the batch size or on which prompts share its batch."""
+        torch.manual_seed(settings.seed)  # for `generate`'s own sampling, where it samples
+        seeds = [(s,) for s in seeds] if seeds is not None else [(settings.seed, i) for i in range(len(messages))]
         texts, ids, logprobs = [], [], []
         for start in range(0, len(messages), self.batch_size):
             batch = self.lm.encode_prompts(messages[start:start + self.batch_size],
                                            waveforms[start:start + self.batch_size])
-            generated = self.generate(batch, settings, with_logprobs)
+            generated = self.generate(batch, settings, with_logprobs, seeds=seeds[start:start + self.batch_size])
             rows = [generated.completion_ids[r][generated.completion_mask[r].bool()]
                     for r in range(len(generated.completion_ids))]
             rows = [strip_stop(r, self.lm.stop_token_ids) for r in rows]
@@ -130,6 +153,17 @@ class LocalEngine:
                     logprobs.append([generated.logprobs[r][generated.completion_mask[r].bool()]
                                      for r in range(i, i + settings.k)])
         return Rollouts(texts, ids, logprobs if with_logprobs else None)
+
+
+Seed = int | tuple[int, ...]
+
+
+def row_uniforms(seeds: Sequence[Seed], k: int, steps: int) -> torch.Tensor:
+    """(len(seeds)·k, steps) uniforms in [0, 1): row j of prompt i draws from the seed (seeds[i], j)
+    alone, so what a row samples does not depend on the rows beside it."""
+    entropy = [(s if isinstance(s, tuple) else (s,)) for s in seeds]
+    rows = [np.random.default_rng([*e, j]).random(steps) for e in entropy for j in range(k)]
+    return torch.from_numpy(np.stack(rows))
 
 
 def generation_kwargs(settings: SamplingSettings) -> dict[str, Any]:
@@ -155,53 +189,59 @@ _NEUTRAL_GENERATION = {"min_length": 0, "min_new_tokens": 0, "no_repeat_ngram_si
 
 
 def lean_sampling_applies(lm: AudioLM, settings: SamplingSettings) -> bool:
-    """Sampling from a Qwen2-Audio cache with no processor beyond temperature and top-p: there
-    `sample_after_prefill` draws exactly what `generate` draws. Greedy decoding keeps the repo's
-    generation defaults and the Omni thinker its 3-D positions, so both stay with `generate`."""
+    """Sampling with no processor beyond temperature and top-p: there `sample_after_prefill` draws from
+    exactly the distribution `generate` draws from. Greedy decoding keeps the repo's generation
+    defaults (e.g. a repetition penalty), so it stays with `generate`."""
     config = lm.model.generation_config
     neutral = all(getattr(config, name, None) in (None, value) for name, value in _NEUTRAL_GENERATION.items())
-    return neutral and not settings.greedy and lm.kind == "qwen2_audio"
+    return neutral and not settings.greedy
 
 
-def sample_after_prefill(model: torch.nn.Module, cache: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                         settings: SamplingSettings, stop_ids: Sequence[int], pad_id: int,
-                         with_scores: bool = False) -> tuple[torch.Tensor, list[torch.Tensor]]:
-    """transformers' sampling loop (`generate(do_sample=True)` with temperature and top-p) without
-    its per-token bookkeeping, continuing a cache that holds every prompt token but the last.
+def sample_after_prefill(model: torch.nn.Module, cache: Any, last_prompt_token: torch.Tensor,
+                         attention_mask: torch.Tensor, last_position: torch.Tensor, uniforms: torch.Tensor,
+                         settings: SamplingSettings, stop_ids: Sequence[int],
+                         pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sampling with temperature and top-p, continuing a cache that holds every prompt token but the
+    last, without `generate`'s per-token bookkeeping.
 
-    Each step makes the same calls in the same order as `generate` (float32 logits, temperature,
-    top-p, softmax, one `torch.multinomial`), so the same seed draws the same tokens; finished rows
-    get `pad_id`, and the loop stops when every row has sent a stop token. The new tokens are
-    numbered as `generate` numbers them: the count of real tokens before them. Returns the tokens
-    (rows, ≤ max_new_tokens) and the processed scores of each step (when `with_scores`)."""
+    `last_position` is the last prompt token's position ((rows, 1), or (3, rows, 1) for the Omni
+    thinker); each new token takes the next one. Row r draws its step-t token by the inverse CDF at
+    `uniforms[r, t]`, so its samples depend on its own seed only. Finished rows get `pad_id`; the
+    loop stops when every row has sent a stop token. Returns the tokens (rows, ≤ max_new_tokens) and
+    each token's log-prob under logits / temperature (the trainer's, before top-p)."""
     from transformers.generation.logits_process import TopPLogitsWarper
 
     top_p = TopPLogitsWarper(settings.top_p) if settings.top_p < 1.0 else None
-    stop = torch.tensor(list(stop_ids), device=input_ids.device)
-    position = attention_mask.long().cumsum(-1)[:, -1:] - 1
-    unfinished = torch.ones(len(input_ids), dtype=torch.long, device=input_ids.device)
-    step_input, tokens, scores = input_ids[:, -1:], [], []
+    stop = torch.tensor(list(stop_ids), device=attention_mask.device)
+    position = last_position
+    unfinished = torch.ones(len(attention_mask), dtype=torch.long, device=attention_mask.device)
+    step_input, tokens, logprobs = last_prompt_token, [], []
     with torch.inference_mode():  # lighter per-op bookkeeping than no_grad; results are cloned out
         for step in range(settings.max_new_tokens):
             if step:
                 attention_mask = torch.cat([attention_mask, attention_mask.new_ones(len(attention_mask), 1)], dim=-1)
                 position = position + 1
             logits = model(input_ids=step_input, attention_mask=attention_mask, position_ids=position, cache=cache,
-                           use_cache=True).logits[:, -1].to(copy=True, dtype=torch.float32)
-            if settings.temperature != 1.0:
-                logits = logits / settings.temperature
-            if top_p is not None:
-                logits = top_p(None, logits)
-            if with_scores:
-                scores.append(logits)
-            token = torch.multinomial(torch.nn.functional.softmax(logits, dim=-1), num_samples=1).squeeze(1)
+                           use_cache=True).logits[:, -1].float()
+            logits = logits / settings.temperature if settings.temperature != 1.0 else logits
+            token = inverse_cdf(top_p(None, logits) if top_p is not None else logits, uniforms[:, step])
+            logprobs.append(logits.log_softmax(-1).gather(-1, token[:, None]).squeeze(1))
             token = token * unfinished + pad_id * (1 - unfinished)
             tokens.append(token)
             unfinished = unfinished & ~torch.isin(token, stop)
             if unfinished.max() == 0:
                 break
             step_input = token[:, None]
-    return torch.stack(tokens, dim=1).clone(), [s.clone() for s in scores]  # normal tensors again
+    return torch.stack(tokens, dim=1).clone(), torch.stack(logprobs, dim=1).clone()  # normal tensors again
+
+
+def inverse_cdf(logits: torch.Tensor, uniform: torch.Tensor) -> torch.Tensor:
+    """The token of each row whose cumulative-probability interval holds `uniform` (float64 sums,
+    scaled to the row's total so rounding never runs past the vocabulary); -inf logits have empty
+    intervals and are never drawn."""
+    cdf = logits.double().softmax(-1).cumsum(-1)
+    target = uniform.to(cdf)[:, None] * cdf[:, -1:]
+    return torch.searchsorted(cdf, target, right=True).squeeze(1).clamp(max=logits.shape[-1] - 1)
 
 
 def completion_mask(completion: torch.Tensor, stop_ids: Sequence[int]) -> torch.Tensor:

@@ -35,7 +35,8 @@ class Groups:
         prompt = type(gen.prompt)(*(t[idx] for t in (gen.prompt.input_ids, gen.prompt.attention_mask,
                                                       gen.prompt.input_features, gen.prompt.feature_attention_mask)))
         return Groups([self.examples[r] for r in rows],
-                      Generated(prompt, gen.prompt_embeds[idx], gen.completion_ids[idx], gen.completion_mask[idx]),
+                      Generated(prompt, gen.prompt_embeds[idx], gen.completion_ids[idx], gen.completion_mask[idx],
+                                None if gen.logprobs is None else gen.logprobs[idx]),
                       [self.texts[i] for i in idx], self.rewards[idx], {k: [v[i] for i in idx] for k, v in
                                                                       self.parts.items()}, self.correct[idx])
 
@@ -54,11 +55,17 @@ class Tally:
 
     def __init__(self) -> None:
         self.sums: dict[str, torch.Tensor] = {}
+        self.maxima: dict[str, torch.Tensor] = {}
 
     def add(self, pairs: dict[str, torch.Tensor]) -> None:
-        """Add (sum, count) pairs, e.g. `losses.policy_loss`'s statistics."""
+        """Add (sum, count) pairs, e.g. `losses.policy_loss`'s statistics; a key ending in `max` keeps
+        the largest value instead (its count stays 1)."""
         for key, pair in pairs.items():
-            self.sums[key] = self.sums.get(key, torch.zeros(2)) + pair.detach().float().cpu()
+            pair = pair.detach().float().cpu()
+            if key.endswith("max"):
+                self.maxima[key] = torch.maximum(self.maxima.get(key, pair), pair)
+            else:
+                self.sums[key] = self.sums.get(key, torch.zeros(2)) + pair
 
     def add_values(self, values: dict[str, torch.Tensor]) -> None:
         """Add observations (each tensor's elements are counted one by one)."""
@@ -67,7 +74,10 @@ class Tally:
     def means(self, accelerator: Any) -> dict[str, float | None]:
         keys = sorted(self.sums)
         pooled = accelerator.reduce(torch.stack([self.sums[k] for k in keys]).to(accelerator.device), "sum").cpu()
-        return {k: float(s / c) if c > 0 else None for k, (s, c) in zip(keys, pooled.tolist())}
+        row = {k: float(s / c) if c > 0 else None for k, (s, c) in zip(keys, pooled.tolist())}
+        for key in sorted(self.maxima):  # every process has each key: they all run the same micro-batch steps
+            row[key] = float(accelerator.gather(self.maxima[key][:1].to(accelerator.device)).max())
+        return row
 
 
 def pooled_std(values: torch.Tensor, accelerator: Any) -> torch.Tensor:

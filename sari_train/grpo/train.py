@@ -74,15 +74,18 @@ class GRPOConfig(TrainConfig):
 
 
 def sample_groups(lm: AudioLM, examples: list[Example], config: GRPOConfig, rewards: list[Reward],
-                  seed: int) -> Groups:
-    """Encode the prompts (audio once each), sample G completions per prompt, score them."""
+                  seeds: list[int]) -> Groups:
+    """Encode the prompts (audio once each), sample G completions per prompt (prompt i from seeds[i]),
+    score them."""
     style = config.prompt
     batch = lm.encode_prompts([messages(e.question, e.choices, style) for e in examples],
                               [e.waveform() for e in examples])
     settings = SamplingSettings(k=config.num_generations, temperature=config.temperature, top_p=config.top_p,
                                 max_new_tokens=config.max_completion_length)
-    torch.manual_seed(seed)  # the same prompts and step sample the same completions on any number of processes
-    generated = LocalEngine(lm).generate(batch, settings)
+    # a prompt's seed names (seed, step, its place in the step): the same completions on any number of
+    # processes and micro-batches
+    torch.manual_seed(seeds[0])
+    generated = LocalEngine(lm).generate(batch, settings, with_logprobs=True, seeds=seeds)
     rows = [strip_stop(ids[mask.bool()], lm.stop_token_ids)
             for ids, mask in zip(generated.completion_ids, generated.completion_mask)]
     texts = lm.tokenizer.batch_decode(rows, skip_special_tokens=True)
@@ -125,9 +128,19 @@ def micro_batch_loss(lm: AudioLM, model: torch.nn.Module, x: Groups, config: GRP
     # dapo already divides by the step's tokens; the others average the micro-batches
     share = loss if config.loss_type == "dapo" else loss / micro_batches
     mask = gen.completion_mask.float()
+    if gen.logprobs is not None:  # the sampler's log-probs vs the training pass's under the sampling weights
+        stats.update(sampling_mismatch(gen.logprobs, logp.detach() if x.old_logp is None else x.old_logp, mask))
     stats["entropy"] = torch.stack([(losses.token_entropy(logits, config.temperature) * mask).sum(), mask.sum()])
     stats["loss"] = torch.stack([share.detach().cpu(), torch.tensor(1.0 / micro_batches)])  # the step's objective
     return share, stats
+
+
+def sampling_mismatch(sampled: torch.Tensor, trained: torch.Tensor, mask: torch.Tensor) -> dict[str, torch.Tensor]:
+    """|Δ log-prob| between the sampler and the training pass over completion tokens, as (sum, count)
+    pairs: the mean, and the max (carried as a sum over one count; `Tally` keeps the max of `…max`)."""
+    diff = (sampled.to(trained) - trained).abs() * mask
+    return {"sampling/logprob_diff_mean": torch.stack([diff.sum(), mask.sum()]),
+            "sampling/logprob_diff_max": torch.stack([diff.max(), torch.tensor(1.0)])}
 
 
 def train_grpo(config: GRPOConfig) -> dict[str, Any]:
@@ -159,7 +172,7 @@ def train_grpo(config: GRPOConfig) -> dict[str, Any]:
         ids = sampler.take(per_rank * world)
         mine = [by_id[i] for i in ids[rank * per_rank:(rank + 1) * per_rank]]
         groups = [sample_groups(lm, mine[k:k + per_micro], config, reward_fns,
-                                seed=_seed(config.seed, step, rank * config.grad_accum + k // per_micro))
+                                [_seed(config.seed, step, rank * per_rank + q) for q in range(k, k + per_micro)])
                   for k in range(0, per_rank, per_micro)]
         tally = Tally()
         tally.add_values({"reward": cat(groups, "rewards"), "frac_reward_zero_std": torch.cat(
@@ -239,10 +252,11 @@ def refill(groups: list[Groups], config: GRPOConfig, sampler: CurriculumSampler,
         if sum(missing) == 0:
             break
         ids = sampler.take(sum(missing))
-        mine = [by_id[i] for i in ids[sum(missing[:rank]):sum(missing[:rank + 1])]]
+        first = sum(missing[:rank])
+        mine = [by_id[i] for i in ids[first:sum(missing[:rank + 1])]]
         if mine:
-            seed = _seed(config.seed, step, 10_000 * (round_ + 1) + rank)
-            fresh = sample_groups(lm, mine, config, reward_fns, seed=seed).varied()
+            seeds = [_seed(config.seed, step, 10_000 * (round_ + 1) + first + q) for q in range(len(mine))]
+            fresh = sample_groups(lm, mine, config, reward_fns, seeds).varied()
             if fresh.examples:
                 kept.append(fresh)
     return kept or groups[:1]  # never an empty step: every process must join the gradient sync

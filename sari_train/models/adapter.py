@@ -280,8 +280,9 @@ class AudioLM:
         """Next-token logits for prompt+completion sequences, reusing the prompts' audio embeddings.
         `model` is the same model behind a wrapper (DDP under accelerate), so gradients sync."""
         extra = {"feature_attention_mask": feature_attention_mask} if self.needs_feature_mask else {}
-        out = (model or self.model)(input_ids=input_ids, attention_mask=attention_mask,
-                         inputs_embeds=self.embed(input_ids, prompt_embeds), use_cache=False, **extra)
+        positions = self.position_ids(input_ids, attention_mask, feature_attention_mask)
+        out = (model or self.model)(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions,
+                                    inputs_embeds=self.embed(input_ids, prompt_embeds), use_cache=False, **extra)
         return out.logits
 
     @property
@@ -291,21 +292,22 @@ class AudioLM:
 
     def position_ids(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                      feature_attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """The rotary positions a forward pass over these (left-padded) sequences uses: Qwen2-Audio
-        numbers every column 0..S−1, pads included (rotary attention sees only differences); the
-        Omni thinker's 3-D positions, shape (3, B, S), come from its own `get_rope_index`."""
+        """The one position rule of prefill, every decode step and every training pass: a token's
+        rotary position counts the real tokens before it, pads excluded (as transformers' `generate`
+        and vLLM, which never pads, number them), so a row gets the same positions alone or in any
+        batch. Pads get 0 (they are masked). The Omni thinker's 3-D positions, shape (3, B, S), come
+        from its own `get_rope_index`, which numbers the real tokens the same way."""
         if self.kind == "qwen2_5_omni_thinker":
             lengths = feature_attention_mask.sum(-1) if feature_attention_mask is not None else None
             return self.model.get_rope_index(input_ids, None, None, attention_mask, False, lengths)[0]
-        return torch.arange(input_ids.shape[1], device=input_ids.device).expand(input_ids.shape[0], -1)
+        return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
 
-    def repeat_cache(self, cache: Any, k: int) -> Any:
-        """Repeat a prefilled key/value cache (and the Omni thinker's rotary offsets) k times per row."""
-        cache.batch_repeat_interleave(k)
-        deltas = getattr(self.model.model, "rope_deltas", None)
-        if deltas is not None:
-            self.model.model.rope_deltas = deltas.repeat_interleave(k, dim=0)
-        return cache
+    def decode_from(self, positions: torch.Tensor, attention_mask: torch.Tensor) -> None:
+        """Let `generate` continue prompts prefilled at `positions`: the Omni thinker numbers new
+        tokens as (real tokens so far) + a per-row offset it keeps from its own prefill; ours set it."""
+        if self.kind == "qwen2_5_omni_thinker":
+            real = attention_mask.long().sum(-1, keepdim=True)
+            self.model.model.rope_deltas = positions[0, :, -1:] + 1 - real
 
     @property
     def needs_feature_mask(self) -> bool:

@@ -58,3 +58,29 @@ def train_workspace(tmp_path_factory):
         ws.upsert(cots)
         ws.upsert(difficulty)
     return root
+
+
+@pytest.fixture(scope="session")
+def ragged_workspace(tmp_path_factory):
+    """Prompts of many lengths (clips of 0.3–3.9 s, questions of one to four sentences), so batched
+    rows carry from 0 to hundreds of pads: 16 train items with difficulty buckets, 40 test items."""
+    from corpus.clips import save_clip
+    from corpus.records import Difficulty
+    from corpus.store import Workspace
+    from corpus.testing import dummy_clip, dummy_item
+
+    root = tmp_path_factory.mktemp("ragged-ws")
+    with Workspace(root, create=True) as ws:
+        items, difficulty = [], []
+        for i in range(56):
+            answer = "high" if i % 2 else "low"
+            clip = dummy_clip(seconds=0.3 + (i * 7 % 13) * 0.3, freq=(2000.0 if answer == "high" else 200.0) + 7 * i)
+            question = " ".join(["Listen closely."] * (i % 4) + ["Is the tone high or low?"])
+            item = dummy_item(i, audio=save_clip(ws.audio_dir, clip, 16000), question=question, answer=answer,
+                              answer_index=["high", "low"].index(answer), split="train" if i < 16 else "test")
+            items.append(item)
+            if i < 16:
+                difficulty.append(Difficulty(item_id=item.id, model="base", k=8, n_correct=4, pass_rate=0.5, bucket=0))
+        ws.upsert(items)
+        ws.upsert(difficulty)
+    return root

@@ -113,11 +113,12 @@ def test_positions_continue_from_the_prompt(tiny_lm):
     mask = torch.cat([gen.prompt.attention_mask, gen.completion_mask], dim=1)
     positions = tiny_lm.position_ids(ids, mask, gen.prompt.feature_attention_mask)
     first = gen.prompt.input_ids.shape[1]  # the first completion column
-    if tiny_lm.kind == "qwen2_5_omni_thinker":  # 3-D, counting only real tokens: left pads do not count
+    real = gen.prompt.attention_mask.sum(-1).tolist()  # both kinds count only real tokens: left pads do not count
+    if tiny_lm.kind == "qwen2_5_omni_thinker":  # 3-D
         assert positions.shape == (3, *ids.shape)
-        assert positions[:, :, first].tolist() == [gen.prompt.attention_mask.sum(-1).tolist()] * 3
-    else:  # Qwen2: the column index
-        assert positions[:, first].tolist() == [first] * len(ids)
+        assert positions[:, :, first].tolist() == [real] * 3
+    else:
+        assert positions[:, first].tolist() == real
 
 
 def test_gradient_checkpointing_keeps_the_prompt_states(tiny_lm):
