@@ -31,6 +31,19 @@ def latest_checkpoint(out: Path) -> Path | None:
     return found[-1] if found else None
 
 
+def rotate_checkpoints(out: Path, keep: int | None) -> list[Path]:
+    """Delete all but the newest `keep` complete checkpoints (TRL's save_total_limit; None keeps
+    all). Returns what was deleted. A folder without its state file (a save cut short) is left for
+    `latest_checkpoint` to skip."""
+    import shutil
+
+    found = sorted(p for p in (out / "checkpoints").glob("step-*") if (p / "trainer_state.pt").exists())
+    stale = found[:-keep] if keep is not None and len(found) > keep else []
+    for folder in stale:
+        shutil.rmtree(folder)
+    return stale
+
+
 def merge_lora(weights: dict[str, torch.Tensor], scale: float, adapter: str = "default") -> dict[str, torch.Tensor]:
     """Base-model weights from a LoRA model's state dict: W + scale·B·A in each adapted layer
     (computed in float32), adapter tensors dropped, `base_layer.` taken out of the names."""

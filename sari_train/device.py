@@ -41,6 +41,23 @@ def pick(device: DeviceName = "auto", dtype: DtypeName = "auto") -> tuple[str, s
     return device, resolve_dtype(dtype, device)
 
 
+AttentionName = Literal["auto", "sdpa", "eager", "flash_attention_2"]
+
+
+def resolve_attention(attention: AttentionName = "auto", device: str = "cpu", dtype: str = "float32") -> str:
+    """`auto` is flash_attention_2 where it can run (the flash-attn package, a CUDA device, 16-bit
+    compute), else PyTorch's sdpa; an explicit flash_attention_2 without the package is refused."""
+    import importlib.util
+
+    installed = importlib.util.find_spec("flash_attn") is not None
+    if attention == "flash_attention_2" and not installed:
+        raise ValueError("attn_implementation flash_attention_2 needs the flash-attn package (pip install flash-attn "
+                         "--no-build-isolation, on a CUDA machine); or use sdpa")
+    if attention != "auto":
+        return attention
+    return "flash_attention_2" if installed and device.startswith("cuda") and dtype != "float32" else "sdpa"
+
+
 def launched() -> tuple[int, int] | None:
     """(rank, world size) under torchrun / accelerate launch with more than one process, else None."""
     world = int(os.environ.get("WORLD_SIZE", "1"))

@@ -79,6 +79,8 @@ class EvalConfig(DatasetOptions, EndpointOptions):
                                                  "prompts per batch of requests")
     device: str = Field("auto", description="auto (cuda:<LOCAL_RANK> if there is a GPU, else cpu), cpu, cuda, cuda:1")
     dtype: DtypeName = Field("auto", description="auto (bfloat16 on GPU, float32 on CPU), float32, bfloat16, float16")
+    attn_implementation: AttentionName = Field("auto", description="auto (flash_attention_2 when installed and on "
+                                                "a GPU in 16 bits, else sdpa), sdpa, eager, flash_attention_2")
     shuffled: bool = Field(True, description="also score with every item's options shuffled")
     seed: int = Field(0, description="seed of the option shuffle")
     limit: int | None = Field(None, ge=1, description="evaluate only the first N items")
@@ -273,7 +275,8 @@ def make_engine(model: str, config: EvalConfig) -> Any:
         device, dtype = pick(config.device, config.dtype)
     except ValueError as err:
         raise ConfigError(str(err)) from err
-    return LocalEngine(AudioLM.load(model, dtype=dtype, device=device), batch_size=config.batch_size)
+    lm = AudioLM.load(model, dtype=dtype, device=device, attn_implementation=config.attn_implementation)
+    return LocalEngine(lm, batch_size=config.batch_size)
 
 
 def evaluate_model(model: str, items: list[EvalItem], config: EvalConfig,

@@ -34,7 +34,6 @@ END_OF_TURN = "<|im_end|>"
 
 class SFTConfig(TrainConfig):
     batch_size: int = Field(8, ge=1, description="examples per micro-batch and process")
-    freeze_audio_tower: bool = Field(True, description="keep the audio encoder and projector fixed")
 
 
 def sft_batch(lm: AudioLM, examples: list[Example], style: PromptStyle) -> dict[str, torch.Tensor]:

@@ -35,10 +35,11 @@ from pydantic import AliasGenerator, BaseModel, ConfigDict, Field, model_validat
 
 from corpus.scoring import exact_match, extract_answer, mmau_match
 from sari_train.checkpoints import (checkpoint_dir, gathered, load_plain, merge_lora, resume_point, rng_state,
-                                    save_model, set_rng_state, step_of)
+                                    rotate_checkpoints, save_model, set_rng_state, step_of)
 from sari_train.config import ConfigError
 from sari_train.data import Example, WorkspaceSource, data_source
 from sari_train.datasets import DatasetOptions
+from sari_train.device import AttentionName
 from sari_train.metrics import MetricsLog
 from sari_train.models.adapter import AudioLM
 from sari_train.prompts import PromptStyle, messages
@@ -83,13 +84,21 @@ class TrainConfig(DatasetOptions):
     warmup_steps: int = Field(0, ge=0, description="linear warm-up steps")
     grad_accum: int = Field(1, ge=1, description="micro-batches per optimizer step and process")
     max_grad_norm: float | None = Field(1.0, gt=0, description="gradient clipping (none: off)")
+    freeze_audio_tower: bool = Field(True, description="keep the audio encoder and projector fixed (false: train "
+                                                       "them too; in GRPO the encoder then runs once per prompt "
+                                                       "in the policy pass, its graph shared by the G completions)")
     lora: LoraSettings | None = Field(None, description="train LoRA adapters instead of all weights")
     save_every: int = Field(0, ge=0, description="checkpoint every N steps (0: only the final model)")
+    save_total_limit: int | None = Field(None, ge=1, description="keep only the newest N checkpoints, deleting older "
+                                                               "ones (TRL's name; none: keep all; final/ is kept apart)")
     log_every: int = Field(1, ge=1, description="write metrics every N steps")
     seed: int = Field(0, description="seed of data order, sampling and initialisation")
     resume: bool = Field(False, description="continue from the latest checkpoint in `out`")
     dtype: Literal["float32", "bfloat16", "float16"] = Field(
         "float32", description="compute and saved-weights dtype; trained weights stay float32 (mixed precision)")
+    attn_implementation: AttentionName = Field("auto", description="auto (flash_attention_2 when flash-attn is "
+                                                "installed and the run is on GPU in 16 bits, else sdpa), sdpa, eager, "
+                                                "flash_attention_2")
     gradient_checkpointing: bool = Field(False, description="recompute activations in the backward pass "
                                                            "(less memory, about a third more compute)")
     report_to: list[Literal["tensorboard", "wandb", "trackio"]] = Field(
@@ -122,7 +131,8 @@ def load_policy(config: TrainConfig, device: torch.device, train_audio: bool = F
     read at float32 (the master weights: unrounded, so small updates add up and, off the bf16
     grid, show in the autocast forward in proportion); frozen ones are kept in `config.dtype`.
     `start_from` is a full-weights checkpoint to resume from."""
-    lm = AudioLM.load(start_from or config.model, dtype="float32")  # on CPU: the frozen part shrinks first
+    lm = AudioLM.load(start_from or config.model, dtype="float32",  # on CPU: the frozen part shrinks first
+                      attn_implementation=config.attn_implementation)
     for name, param in lm.model.named_parameters():
         audio_path = ".audio_tower." in f".{name}" or "multi_modal_projector" in name
         fixed = "visual" in name or "embed_positions" in name  # Whisper's position table is not learned
@@ -338,6 +348,7 @@ class Run:
         accelerator.wait_for_everyone()
         if accelerator.is_main_process:  # the state file last: a folder without it is not a checkpoint
             (folder / "trainer_state.pt.tmp").rename(folder / "trainer_state.pt")
+            rotate_checkpoints(self.config.out, self.config.save_total_limit)  # only once the new one is whole
         accelerator.wait_for_everyone()
         return folder
 

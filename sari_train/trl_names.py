@@ -40,7 +40,7 @@ TRL_NAMES = {
 # the same name in both (listed for the README table and the test of a TRL-style YAML)
 SHARED = ("dtype", "max_steps", "num_generations", "beta", "temperature", "top_p", "max_completion_length", "loss_type",
           "seed", "warmup_steps", "weight_decay", "max_grad_norm", "epsilon_high", "num_iterations",
-          "scale_rewards", "report_to", "run_name")
+          "scale_rewards", "report_to", "run_name", "save_total_limit", "attn_implementation")
 # TRL names that need a conversion, not a rename: TRL's -> ours
 CONVERTED = {"bf16": "dtype", "fp16": "dtype", "per_device_train_batch_size": "prompts_per_batch (GRPO: ÷ G)",
              "reward_weights": "rewards", "reward_funcs": "rewards", "dataset_config": "dataset",

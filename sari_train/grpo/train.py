@@ -15,8 +15,9 @@ runs prompt + completion per row, same numbers, for comparison). The micro-batch
 
 How it differs from the papers: R1-AQA/SARI ran TRL's GRPOTrainer of early 2025 (loss `grpo`,
 k3 KL, μ = 1, std-scaled advantages); those are the defaults here. The audio encoder and
-projector are not trained in GRPO (their cached output is reused; R1-AQA re-ran and trained them),
-and the prompt runs once per group in every pass (R1-AQA ran audio and prompt G times, same maths).
+projector are frozen by default (their cached rollout output is reused); `freeze_audio_tower:
+false` trains them as R1-AQA did, the encoder rerunning once per prompt in the policy pass. The
+prompt runs once per group in every pass (R1-AQA ran audio and prompt G times, same maths).
 Log-probs are taken under logits / temperature, as TRL does. Options beyond the papers: bnpo,
 dr_grpo and dapo losses, asymmetric clipping, μ > 1, β = 0 without a reference model, batch-std
 or no advantage scaling, zero-variance group filtering, online band-pass of the curriculum.
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 import time
 from contextlib import nullcontext
+from dataclasses import replace
 from typing import Any, Literal
 
 import torch
@@ -101,9 +103,13 @@ def sample_groups(lm: AudioLM, examples: list[Example], config: GRPOConfig, rewa
 
 
 def completion_logits(lm: AudioLM, gen: Generated, group_size: int, shared: bool = True,
-                      model: torch.nn.Module | None = None) -> torch.Tensor:
+                      model: torch.nn.Module | None = None, fresh_audio: bool = False) -> torch.Tensor:
     """Logits at the positions that predict each completion token, shape (N, L, V). Shared: each
-    prompt runs once per group (shared_prefix.py); plain: every row runs prompt + completion."""
+    prompt runs once per group (shared_prefix.py); plain: every row runs prompt + completion.
+    `fresh_audio`: the audio encoder reruns (once per prompt) inside the graph, so it is trained;
+    otherwise the rollout's cached frames are reused."""
+    if fresh_audio:
+        gen = with_fresh_audio(lm, gen, group_size)
     if shared:
         return shared_prefix.completion_logits(lm, gen, group_size, model)
     ids = torch.cat([gen.prompt.input_ids, gen.completion_ids], dim=1)
@@ -112,12 +118,24 @@ def completion_logits(lm: AudioLM, gen: Generated, group_size: int, shared: bool
     return logits[:, gen.prompt.input_ids.shape[1] - 1:-1]
 
 
+def with_fresh_audio(lm: AudioLM, gen: Generated, group_size: int) -> Generated:
+    """`gen` with its prompt embeddings recomputed, the encoder run once per prompt and its output
+    repeated for the G rows (a repeat's backward sums their gradients into the one encoder pass)."""
+    p = gen.prompt
+    first = slice(None, None, group_size)
+    prompts = type(p)(p.input_ids[first], p.attention_mask[first], p.input_features[first],
+                      p.feature_attention_mask[first])
+    embeds = lm.prompt_embeddings(prompts).repeat_interleave(group_size, dim=0)
+    return replace(gen, prompt_embeds=embeds)
+
+
 def micro_batch_loss(lm: AudioLM, model: torch.nn.Module, x: Groups, config: GRPOConfig, step_tokens: float,
                      micro_batches: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """The policy pass over one micro-batch: its share of the step's loss (ready for backward) and
     its (sum, count) statistics."""
     gen = x.generated
-    logits = completion_logits(lm, gen, config.num_generations, config.shared_prefix, model)
+    logits = completion_logits(lm, gen, config.num_generations, config.shared_prefix, model,
+                               fresh_audio=not config.freeze_audio_tower)
     logp = losses.token_logprobs(logits, gen.completion_ids, config.temperature)
     loss, stats = losses.policy_loss(
         logp, logp.detach() if x.old_logp is None else x.old_logp, x.advantages, gen.completion_mask,
@@ -158,9 +176,11 @@ def train_grpo(config: GRPOConfig) -> dict[str, Any]:
 
     reference = None
     if config.beta > 0 and config.lora is None:  # under LoRA the reference is the base, adapters off
-        reference = AudioLM.load(config.model, dtype=config.dtype, device=str(device))
+        reference = AudioLM.load(config.model, dtype=config.dtype, device=str(device),
+                                 attn_implementation=config.attn_implementation)
         reference.model.requires_grad_(False).eval()
-    run = start_run(config, accelerator, sampler, config.max_steps * config.num_iterations)
+    run = start_run(config, accelerator, sampler, config.max_steps * config.num_iterations,
+                    train_audio=not config.freeze_audio_tower)
     lm, peft_model, model, scheduler, log = run.lm, run.peft_model, run.model, run.scheduler, run.log
     run.policy_mode()  # no dropout in RL: sampling and the loss see the same function
     g, per_micro = config.num_generations, config.prompts_per_batch

@@ -146,14 +146,19 @@ class AudioLM:
     # --- loading ---------------------------------------------------------------------------------
 
     @classmethod
-    def load(cls, path: str | Path, *, dtype: str = "float32", device: str = "cpu") -> AudioLM:
-        """Load from a local folder or a hub id; the kind is read from the config. `dtype`/`device`
-        may be `auto` (see sari_train/device.py)."""
+    def load(cls, path: str | Path, *, dtype: str = "float32", device: str = "cpu",
+             attn_implementation: str = "auto") -> AudioLM:
+        """Load from a local folder or a hub id; the kind is read from the config. `dtype`/`device`/
+        `attn_implementation` may be `auto` (see sari_train/device.py)."""
         from transformers import Qwen2AudioForConditionalGeneration
 
-        from sari_train.device import pick
+        from sari_train.device import pick, resolve_attention
 
         device, dtype = pick(device, dtype)
+        try:
+            attention = resolve_attention(attn_implementation, device, dtype)
+        except ValueError as err:
+            raise ModelLoadError(str(err)) from None
         check_model_folder(path)
         try:
             config = AutoConfig.from_pretrained(path)
@@ -166,9 +171,10 @@ class AudioLM:
                              f"({', '.join(kinds)})")
         kind = kinds[config.model_type]
         if config.model_type == "qwen2_audio":
-            model = Qwen2AudioForConditionalGeneration.from_pretrained(path, dtype=getattr(torch, dtype))
+            model = Qwen2AudioForConditionalGeneration.from_pretrained(path, dtype=getattr(torch, dtype),
+                                                                       attn_implementation=attention)
         else:
-            model = load_thinker(path, config, getattr(torch, dtype))
+            model = load_thinker(path, config, getattr(torch, dtype), attention)
         model = model.to(device).eval()
         tokenizer = AutoTokenizer.from_pretrained(path, padding_side="left")
         extractor = WhisperFeatureExtractor.from_pretrained(path)
@@ -362,7 +368,7 @@ def processor_chat_template(path: str | Path, kind: ModelKind) -> str:
 IGNORED_OMNI_PARTS = ("talker.", "token2wav.")  # speech output: not used for text answers
 
 
-def load_thinker(path: str | Path, config: Any, dtype: torch.dtype) -> PreTrainedModel:
+def load_thinker(path: str | Path, config: Any, dtype: torch.dtype, attention: str = "sdpa") -> PreTrainedModel:
     """The Omni thinker, from a thinker-only folder or from a full checkpoint (weights under
     `thinker.`). Talker and token2wav weights are skipped deliberately; any thinker weight that is
     missing, unused or of the wrong shape raises CheckpointError."""
@@ -370,7 +376,7 @@ def load_thinker(path: str | Path, config: Any, dtype: torch.dtype) -> PreTraine
 
     thinker_config = getattr(config, "thinker_config", config)
     model, info = Qwen2_5OmniThinkerForConditionalGeneration.from_pretrained(
-        path, config=thinker_config, dtype=dtype, output_loading_info=True)
+        path, config=thinker_config, dtype=dtype, attn_implementation=attention, output_loading_info=True)
     unused = [k for k in info.get("unexpected_keys", []) if not k.startswith(IGNORED_OMNI_PARTS)]
     problems = {"missing": sorted(info.get("missing_keys", [])), "unused": sorted(unused),
                 "wrong shape": sorted(str(k) for k in info.get("mismatched_keys", []))}

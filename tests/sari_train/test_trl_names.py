@@ -19,7 +19,7 @@ TRL_YAML = {
     "seed": 3, "bf16": False, "dtype": "float32", "dataset_streaming": False, "hub_private_repo": True, "report_to": "none", "run_name": "trl-style", "beta": 0.02, "epsilon": 0.15,
     "epsilon_high": 0.25, "temperature": 0.9, "top_p": 0.95, "max_completion_length": 4, "loss_type": "dr_grpo",
     "scale_rewards": "batch", "num_iterations": 2, "reward_funcs": ["accuracy", "format"],
-    "reward_weights": [2.0, 1.0], "num_completions_to_print": 1,
+    "reward_weights": [2.0, 1.0], "num_completions_to_print": 1, "save_total_limit": 1, "attn_implementation": "sdpa",
 }
 OURS = {"lr": 2.0e-3, "schedule": "cosine", "warmup_steps": 1, "weight_decay": 0.01, "max_grad_norm": 0.5,
         "grad_accum": 2, "prompts_per_batch": 2, "num_generations": 2, "max_steps": 2, "log_every": 1,
@@ -27,7 +27,8 @@ OURS = {"lr": 2.0e-3, "schedule": "cosine", "warmup_steps": 1, "weight_decay": 0
         "run_name": "trl-style", "beta": 0.02, "epsilon_low": 0.15, "epsilon_high": 0.25, "temperature": 0.9,
         "top_p": 0.95, "max_completion_length": 4, "loss_type": "dr_grpo", "scale_rewards": "batch",
         "num_iterations": 2, "rewards": {"accuracy": 2.0, "format": 1.0}, "log_completions": 1,
-        "split": "train", "eval_split": "test", "streaming": False, "hub_private": True}
+        "split": "train", "eval_split": "test", "streaming": False, "hub_private": True, "save_total_limit": 1,
+        "attn_implementation": "sdpa"}
 
 
 def test_trl_style_yaml_runs_grpo_unchanged(tiny_model_dir, train_workspace, tmp_path):
