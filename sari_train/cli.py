@@ -171,10 +171,12 @@ def cmd_plan(args: argparse.Namespace) -> None:
         try:
             model = args.model or plan.stage_model(stages, stage)
             dims = plan.load_dims(model)
+            setup = plan.preset_setup(stages[stage])
         except ValueError as err:
             raise ConfigError(str(err)) from err
         work = plan.workload(stage, stages[stage], args.clip_seconds, args.text_tokens, args.completion_tokens)
-        print(plan.describe(model, dims, work, stage, args.gpus, args.gpu_memory))
+        gpus = args.gpus or (setup.gpus if setup.launcher else 8)
+        print(plan.describe(model, dims, work, stage, gpus, args.gpu_memory, config=stages[stage]))
 
 
 def parser() -> argparse.ArgumentParser:
@@ -238,13 +240,14 @@ def parser() -> argparse.ArgumentParser:
 
     from sari_train.plan import __doc__ as PLAN_DOC
 
-    planner = commands.add_parser("plan", help="GPU memory per device for a preset: DDP / FSDP / ZeRO-3, LoRA, "
+    planner = commands.add_parser("plan", help="GPU memory per device for a preset: DDP / FSDP2, LoRA, "
                                   "checkpointing", description=PLAN_DOC, formatter_class=argparse.RawDescriptionHelpFormatter)
     planner.add_argument("--config", required=True, help="training preset (YAML) (required)")
     planner.add_argument("--model", help="model folder, config.json, or Qwen/Qwen2-Audio-7B-Instruct | "
                          "Qwen/Qwen2.5-Omni-7B (default: the preset's)")
     planner.add_argument("--stage", choices=["sft", "grpo"], help="one stage of a two-stage preset (default: all)")
-    planner.add_argument("--gpus", type=int, default=8, help="GPUs the run shards over (default: 8)")
+    planner.add_argument("--gpus", type=int, help="GPUs the run shards over (default: the preset's accelerate_config "
+                                                  "num_processes, else 8)")
     planner.add_argument("--gpu-memory", type=float, default=80, help="GiB per GPU (default: 80)")
     planner.add_argument("--clip-seconds", type=float, default=30, help="audio per prompt (default: 30 s = 750 tokens)")
     planner.add_argument("--text-tokens", type=int, default=120, help="prompt tokens besides the audio (default: 120)")

@@ -8,10 +8,10 @@ embedded below, so no download is needed): language model, audio encoder, projec
 thinker's vision tower. Memory per GPU is arithmetic on those counts and the preset's batch:
 
 - weights: trained weights in float32 (master weights), frozen ones in `dtype`; sharded over the
-  GPUs by FSDP / ZeRO-3 (plus the two decoder layers FSDP gathers at a time); the GRPO reference
-  model (β > 0 without LoRA) is a whole `dtype` copy on every GPU.
+  GPUs by FSDP2 (plus the two decoder layers FSDP gathers at a time); the GRPO reference model
+  (β > 0 without LoRA) is a whole `dtype` copy on every GPU.
 - gradients: float32, one per trained weight; DDP keeps a second copy in its all-reduce buckets.
-- optimizer: AdamW's two float32 moments per trained weight (ZeRO-3 adds its float32 master copy).
+- optimizer: AdamW's two float32 moments per trained weight.
 - activations: what autograd keeps for one micro-batch (sequences × tokens): per token and decoder
   layer 34·H + 8·I bytes under bf16 autocast, 40·H + 16·I in float32 (measured: saved-tensor
   bytes of a Qwen2 layer; flash/efficient attention keeps no T×T matrices), or 4·H with
@@ -26,6 +26,11 @@ they come at different times (rollouts before the loss, activations through the 
 gradients as the backward pass frees the activations; `zero_grad` drops them before the next
 step). A GPU "fits" when the peak is within 90 % of its memory (the rest: CUDA context, allocator
 fragmentation). `bench/bench_plan.py` checks the arithmetic against measured peaks on CPU.
+
+The preset as written is one row of the table: its `accelerate_config` (DDP or FSDP2, and the
+number of processes), its LoRA setting and `gradient_checkpointing`; `plan` marks that row, says
+whether it fits, and adds the disk a run needs: `save_total_limit` checkpoints (weights in
+`dtype`, float32 master weights, AdamW moments) plus `final/`.
 """
 
 from __future__ import annotations
@@ -35,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 GiB = 1024 ** 3
-STRATEGIES = ("ddp", "fsdp", "zero3")
+STRATEGIES = ("ddp", "fsdp")
 HEADROOM = 0.9
 
 # The hub models' config.json fields that size them (the rest of each file does not change memory).
@@ -217,12 +222,8 @@ def memory_per_gpu(d: Dims, work: Workload, strategy: str, gpus: int, lora_rank:
     frozen = counts.total - (0 if lora_rank else trained_base)
     shards = 1 if strategy == "ddp" else gpus
 
-    if strategy == "zero3":  # DeepSpeed holds low-precision weights; the float32 master sits with the optimizer
-        weights = (trained * low + frozen * low) / shards
-        optimizer = trained * (8 + (4 if work.mixed else 0)) / shards
-    else:
-        weights = (trained * 4 + frozen * low) / shards
-        optimizer = trained * 8 / shards
+    weights = (trained * 4 + frozen * low) / shards
+    optimizer = trained * 8 / shards
     if strategy != "ddp":
         weights += 2 * decoder_layer_params(d) * low  # the layers gathered for compute (one in flight, one prefetched)
     gradients = trained * 4 * (2 if strategy == "ddp" and gpus > 1 else 1) / shards  # DDP buckets
@@ -272,26 +273,83 @@ def workload(stage: str, config: dict[str, Any], clip_seconds: float = 30.0, tex
         completion = completion_tokens or config.get("max_completion_length", 256)
         return Workload(sequences=prompts * g, prompt_tokens=prompt, completion_tokens=completion,
                         rollout_prompts=prompts, generations=g, mixed=mixed,
-                        reference=config.get("beta", 0.04) > 0 and config.get("lora") is None)
+                        reference=config.get("beta", 0.04) > 0 and config.get("lora") is None,
+                        train_audio=not config.get("freeze_audio_tower", True))
     completion = completion_tokens or (32 if config.get("prompt", {}).get("format", "implicit") == "implicit"
                                        else config.get("eval_max_new_tokens", 512))
     return Workload(sequences=config.get("batch_size", 8), prompt_tokens=prompt, completion_tokens=completion,
                     mixed=mixed, train_audio=not config.get("freeze_audio_tower", True))
 
 
-def plan_rows(d: Dims, work: Workload, gpus: int, gpu_memory_gib: float, lora_rank: int = 16) -> list[dict[str, Any]]:
-    """One row per strategy × (full / LoRA) × (checkpointing off / on), sizes in GiB."""
+@dataclass(frozen=True)
+class Setup:
+    """How a preset is launched and trained: the row of the table it is."""
+
+    strategy: str = "ddp"
+    gpus: int = 1
+    lora_rank: int | None = None
+    checkpointing: bool = False
+    launcher: str | None = None
+
+
+def preset_setup(config: dict[str, Any]) -> Setup:
+    """The preset's own setup, from its `accelerate_config` (distributed_type, num_processes), `lora`
+    and `gradient_checkpointing`; no launcher config means one process."""
+    import yaml
+
+    launcher, strategy, gpus = config.get("accelerate_config"), "ddp", 1
+    if launcher:
+        path = Path(launcher)
+        if not path.exists():
+            raise ValueError(f"accelerate_config {launcher} not found (launcher configs live in pipelines/accelerate/)")
+        accel = yaml.safe_load(path.read_text()) or {}
+        strategy = "fsdp" if accel.get("distributed_type") == "FSDP" else "ddp"
+        gpus = int(accel.get("num_processes", 1))
+    lora = config.get("lora")
+    return Setup(strategy, gpus, (lora or {}).get("r", 16) if lora else None,
+                 bool(config.get("gradient_checkpointing", False)), launcher)
+
+
+def plan_rows(d: Dims, work: Workload, gpus: int, gpu_memory_gib: float, lora_rank: int = 16,
+              preset: Setup | None = None) -> list[dict[str, Any]]:
+    """One row per strategy × (full / LoRA) × (checkpointing off / on), sizes in GiB; the preset's
+    own row is marked."""
     rows = []
     for strategy in STRATEGIES:
-        for rank in (None, lora_rank):
+        for rank in (None, preset.lora_rank if preset and preset.lora_rank else lora_rank):
             for checkpointing in (False, True):
                 parts = memory_per_gpu(d, work, strategy, gpus, rank, checkpointing)
+                mine = preset is not None and (strategy, rank, checkpointing) == (
+                    preset.strategy, preset.lora_rank, preset.checkpointing)
                 rows.append({"strategy": strategy, "lora": f"r={rank}" if rank else "-",
                              "ckpt": "yes" if checkpointing else "-",
                              **{k: round(v / GiB, 1) for k, v in parts.items()},
                              "total": round(peak(parts) / GiB, 1),
-                             "fits": "yes" if fits(parts, gpu_memory_gib) else "no"})
+                             "fits": "yes" if fits(parts, gpu_memory_gib) else "no",
+                             "preset": "<- as written" if mine else ""})
     return rows
+
+
+def checkpoint_bytes(d: Dims, work: Workload, lora_rank: int | None) -> tuple[float, float]:
+    """(one checkpoint, final/) on disk: the model in `dtype` (LoRA merged), plus in a checkpoint the
+    float32 master values of the trained weights and AdamW's two float32 moments."""
+    counts = parameter_counts(d)
+    low = 2 if work.mixed else 4
+    trained = lora_params(d, lora_rank) if lora_rank else counts.language_model + (
+        counts.audio_encoder + counts.projector if work.train_audio else 0)
+    model = counts.total * low
+    return model + trained * ((4 if work.mixed or lora_rank else 0) + 8), model
+
+
+def disk_line(d: Dims, work: Workload, config: dict[str, Any], setup: Setup) -> str:
+    each, final = checkpoint_bytes(d, work, setup.lora_rank)
+    limit, every, steps = config.get("save_total_limit"), config.get("save_every", 0), config.get("max_steps", 100)
+    saved = (steps // every) if every else 0
+    kept = min(saved, limit) if limit else saved
+    total = kept * each + final
+    why = f"save_total_limit {limit}" if limit else "no save_total_limit: every checkpoint kept"
+    return (f"disk: {kept} checkpoint(s) × {each / 1e9:.0f} GB ({why}) + final/ {final / 1e9:.0f} GB "
+            f"= {total / 1e9:.0f} GB")
 
 
 def format_table(rows: list[dict[str, Any]]) -> str:
@@ -302,9 +360,35 @@ def format_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def describe(model: str, d: Dims, work: Workload, stage: str, gpus: int, gpu_memory_gib: float) -> str:
+# H100 SXM: dense bf16 tensor-core peak and HBM3 bandwidth; MFU a typical full fine-tune reaches
+GPU_FLOPS, GPU_BANDWIDTH, MFU = 989e12, 3.35e12, 0.4
+
+
+def step_seconds(d: Dims, work: Workload, config: dict[str, Any], setup: Setup) -> float:
+    """A rough H100 estimate of one optimizer step per GPU: training passes compute-bound at 40 %
+    MFU (6·N FLOPs a token, 8·N with checkpointing, 2·N for each reference / old-policy pass;
+    shared-prefix GRPO counts each prompt once per group), GRPO decoding bandwidth-bound (every new
+    token reads the weights once). An estimate for planning, not a measurement."""
+    n = parameter_counts(d).total
+    accum = config.get("grad_accum", 1)
+    if work.rollout_prompts:  # GRPO
+        tokens = work.rollout_prompts * work.prompt_tokens + work.sequences * work.completion_tokens
+        passes = (8 if setup.checkpointing else 6) * config.get("num_iterations", 1)
+        passes += 2 * ((config.get("beta", 0.04) > 0) + (config.get("num_iterations", 1) > 1))
+        decode = work.completion_tokens * 2 * n / GPU_BANDWIDTH
+    else:
+        tokens, passes, decode = work.sequences * (work.prompt_tokens + work.completion_tokens), (
+            8 if setup.checkpointing else 6), 0.0
+    return accum * (passes * n * tokens / (GPU_FLOPS * MFU) + decode)
+
+
+def describe(model: str, d: Dims, work: Workload, stage: str, gpus: int, gpu_memory_gib: float,
+             config: dict[str, Any] | None = None) -> str:
+    """The table for `gpus` GPUs; with the preset's `config`, its own row marked, whether that fits,
+    and the disk the run needs."""
     counts = parameter_counts(d)
     b = 1e9
+    setup = preset_setup(config) if config is not None else None
     head = (f"{model}: {counts.total / b:.2f}B parameters (language model {counts.language_model / b:.2f}B, "
             f"audio encoder {counts.audio_encoder / b:.3f}B, projector {counts.projector / b:.3f}B"
             f"{f', vision {counts.vision / b:.3f}B' if counts.vision else ''})\n"
@@ -312,10 +396,24 @@ def describe(model: str, d: Dims, work: Workload, stage: str, gpus: int, gpu_mem
             f"completion tokens) per micro-batch and GPU"
             f"{f', rollouts of {work.rollout_prompts} prompt(s) × G={work.generations}' if stage == 'grpo' else ''}, "
             f"{'bf16 autocast over float32 master weights' if work.mixed else 'float32'}"
+            f"{', audio encoder trained' if work.train_audio else ''}"
             f"{', reference model on every GPU' if work.reference else ''}\n"
             f"per GPU in GiB on {gpus} × {gpu_memory_gib:g} GiB (total: the peak; fits: total ≤ {HEADROOM:.0%} of a GPU):")
-    return head + "\n" + format_table(plan_rows(d, work, gpus, gpu_memory_gib)) + "\n"
-
+    rows = plan_rows(d, work, gpus, gpu_memory_gib, preset=setup)
+    text = head + "\n" + format_table(rows) + "\n"
+    if setup is not None:
+        mine = next(r for r in rows if r["preset"])
+        launch = (f"accelerate launch --config_file {setup.launcher}" if setup.launcher else "one process")
+        text += (f"as written ({launch}, {setup.gpus} process(es)): {mine['strategy']}, "
+                 f"{'LoRA ' + mine['lora'] if setup.lora_rank else 'full weights'}, checkpointing "
+                 f"{'on' if setup.checkpointing else 'off'}: {mine['total']} GiB per GPU, "
+                 f"{'fits' if mine['fits'] == 'yes' else 'does NOT fit'} on {gpus} × {gpu_memory_gib:g} GiB\n")
+        text += disk_line(d, work, config, setup) + "\n"
+        seconds = step_seconds(d, work, config, setup)
+        hours = seconds * config.get("max_steps", 100) / 3600
+        text += (f"time: about {seconds:.0f} s a step, {hours:.1f} h for {config.get('max_steps', 100)} steps on "
+                 f"H100s (40 % MFU, bandwidth-bound decoding: an estimate, not a measurement)\n")
+    return text
 
 
 def preset_stages(preset: dict[str, Any]) -> dict[str, dict[str, Any]]:

@@ -2,7 +2,7 @@
 
     sari-train sft --model models/tiny-qwen2-audio --workspace workspaces/demo --max-steps 300 --lr 1e-3  # CPU smoke
     sari-train sft --config pipelines/train/sari-qwen2-audio.yaml                                         # one GPU
-    accelerate launch --num_processes 8 -m sari_train.cli sft --config pipelines/train/sari-qwen2-audio.yaml
+    accelerate launch --config_file pipelines/accelerate/fsdp2.yaml -m sari_train.cli sft --config pipelines/train/sari-qwen2-audio.yaml
 
 Formats (`prompt.format`): `implicit` trains on `<answer>…</answer>`; `free` and `structured` on
 `<think>chain</think>\\n<answer>…</answer>` with the item's valid chain of that style from the

@@ -6,17 +6,18 @@ scheduler, sampler, RNG states of every rank, step).
 Mixed precision: with `dtype: bfloat16` (or float16) the weights being trained are kept in
 float32 (the "master weights": AdamW's small updates would round away in bf16) and every forward
 pass runs under autocast in `dtype` (accelerate wraps the model's forward, so generation is
-covered too); frozen weights stay in `dtype`. FSDP2 and DeepSpeed cast the gathered shards
-themselves.
+covered too); frozen weights stay in `dtype`. FSDP2 casts the gathered shards itself.
 
 Sharding: the model, optimizer and scheduler all go through `accelerator.prepare`, so the same
-code runs as one process, DDP, FSDP2 or DeepSpeed ZeRO-3 (`accelerate launch --config_file
-pipelines/accelerate/...`). Saving gathers the full weights first.
+code runs as one process, DDP or FSDP2 (`accelerate launch --config_file
+pipelines/accelerate/...`; FSDP2 is the sharded path: DeepSpeed ZeRO-3 cannot be tested on CPU
+processes, so no config for it ships). Saving gathers the full weights first. `save_total_limit`
+keeps the newest N checkpoints.
 
 A checkpoint folder is a loadable model (`AudioLM.load(folder)`: merged weights in `dtype`,
 tokenizer, feature extractor) plus `config.yaml`, `trainer_state.pt` (optimizer, scheduler, step,
 sampler, loss scale, and the float32 values of the trained weights when they differ from the
-saved ones), one `rng-<rank>.pt` per process and, under DeepSpeed, the engine's own `deepspeed/`.
+saved ones) and one `rng-<rank>.pt` per process.
 Checkpoint files are written and read back (with `weights_only=True`) by sari_train/checkpoints.py.
 """
 
@@ -96,6 +97,8 @@ class TrainConfig(DatasetOptions):
     resume: bool = Field(False, description="continue from the latest checkpoint in `out`")
     dtype: Literal["float32", "bfloat16", "float16"] = Field(
         "float32", description="compute and saved-weights dtype; trained weights stay float32 (mixed precision)")
+    accelerate_config: Path | None = Field(None, description="the launcher config the preset is sized for (`accelerate "
+                                                          "launch --config_file` it; `sari-train plan` reads it)")
     attn_implementation: AttentionName = Field("auto", description="auto (flash_attention_2 when flash-attn is "
                                                 "installed and the run is on GPU in 16 bits, else sdpa), sdpa, eager, "
                                                 "flash_attention_2")
@@ -196,7 +199,7 @@ PRECISION = {"float32": "no", "bfloat16": "bf16", "float16": "fp16"}
 
 
 def make_accelerator(dtype: str = "float32") -> Any:
-    """DDP, FSDP2 or DeepSpeed (per `accelerate launch --config_file`) when launched on several
+    """DDP or FSDP2 (per `accelerate launch --config_file`) when launched on several
     processes; without CUDA, several CPU processes talk over gloo (`torchrun --nproc_per_node 2`
     or `accelerate launch --multi_gpu --num_processes 2`).
     `dtype` bfloat16/float16 turns on mixed precision (autocast over float32 master weights)."""
@@ -212,11 +215,6 @@ def make_accelerator(dtype: str = "float32") -> Any:
     # optimizer step (not once per process)
     return Accelerator(cpu=cpu, mixed_precision=PRECISION[dtype],
                        dataloader_config=DataLoaderConfiguration(split_batches=True))
-
-
-def uses_deepspeed(accelerator: Any) -> bool:
-    """DeepSpeed's engine keeps its own checkpoints and batch bookkeeping."""
-    return accelerator.distributed_type.value == "DEEPSPEED"
 
 
 def seed_everything(seed: int) -> None:
@@ -271,7 +269,7 @@ class Run:
     peft_model: Any
     optimizer: Any
     scheduler: Any
-    model: torch.nn.Module  # lm.model as prepared: DDP-wrapped, FSDP-sharded or a DeepSpeed engine
+    model: torch.nn.Module  # lm.model as prepared: DDP-wrapped or FSDP-sharded
     log: MetricsLog
     start: int
     held_out: list[Example]
@@ -282,13 +280,13 @@ class Run:
     @contextmanager
     def micro_batch(self, last: bool) -> Iterator[None]:
         """One micro-batch's forward and backward; gradients are synchronised (DDP all-reduce,
-        FSDP reduce-scatter, DeepSpeed step) only after the last one of the step."""
+        FSDP reduce-scatter) only after the last one of the step."""
         self.accelerator.gradient_state._set_sync_gradients(last)
         with nullcontext() if last else self.accelerator.no_sync(self.model):
             yield
 
     def backward(self, loss: torch.Tensor) -> None:
-        self.accelerator.backward(loss)  # loss scaling under float16, the engine under DeepSpeed
+        self.accelerator.backward(loss)  # loss scaling under float16
 
     def step(self) -> float:
         """Clip → optimizer step → schedule → zero the gradients. Returns the gradient norm
@@ -315,8 +313,8 @@ class Run:
 
     def full_weights(self) -> dict[str, torch.Tensor]:
         """Every weight under its (PEFT) name, on CPU, on the main process (empty elsewhere): the
-        trained ones in float32, frozen ones in `dtype`. Gathered from the shards under FSDP /
-        ZeRO-3: every process must call it."""
+        trained ones in float32, frozen ones in `dtype`. Gathered from the shards under FSDP2:
+        every process must call it."""
         weights = gathered(self.accelerator.get_state_dict(self.model))
         return {k: v.detach().cpu() for k, v in weights.items()} if self.accelerator.is_main_process else {}
 
@@ -331,8 +329,6 @@ class Run:
         accelerator, folder = self.accelerator, checkpoint_dir(self.config.out, step)
         accelerator.wait_for_everyone()
         weights, optimizer = self.full_weights(), self._optimizer_state()
-        if uses_deepspeed(accelerator):  # ZeRO keeps weights and moments in pieces
-            accelerator.save_state(str(folder / "deepspeed"))
         if accelerator.is_main_process:
             self.save(folder, weights)
             # the saved folder holds `dtype` weights; resuming needs the float32 master values
@@ -358,8 +354,6 @@ class Run:
 
             return gathered(get_optimizer_state_dict(self.model, self.optimizer.optimizer,
                                                      options=StateDictOptions(full_state_dict=True, cpu_offload=True)))
-        if uses_deepspeed(self.accelerator):
-            return None  # in the engine's own checkpoint (save_state)
         return self.optimizer.state_dict()
 
     def restore(self, folder: Path, state: dict[str, Any]) -> None:
@@ -369,8 +363,6 @@ class Run:
 
             set_optimizer_state_dict(self.model, self.optimizer.optimizer, state["optimizer"],
                                      options=StateDictOptions(full_state_dict=True))
-        elif uses_deepspeed(self.accelerator):
-            self.accelerator.load_state(str(folder / "deepspeed"))
         else:
             self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
@@ -402,6 +394,19 @@ def held_out_source(config: TrainConfig) -> Any:
     return data_source(config, config.eval_dataset)
 
 
+def warn_launcher(config: TrainConfig, accelerator: Any) -> None:
+    """Say so when a preset sized for one launcher runs under another (its memory plan no longer holds)."""
+    if config.accelerate_config is None or not accelerator.is_main_process or not Path(config.accelerate_config).exists():
+        return
+    import yaml
+
+    wanted = (yaml.safe_load(Path(config.accelerate_config).read_text()) or {}).get("distributed_type", "NO")
+    running = accelerator.distributed_type.value
+    if accelerator.num_processes > 1 and wanted != running:
+        print(f"warning: this preset is sized for {config.accelerate_config} ({wanted}) but runs as {running}; "
+              f"launch with `accelerate launch --config_file {config.accelerate_config}` (see `sari-train plan`)")
+
+
 def start_run(config: TrainConfig, accelerator: Any, sampler: Any, updates: int, train_audio: bool = False) -> Run:
     """Load the policy (or resume it from the latest checkpoint, sampler included), build the
     optimizer for `updates` steps, prepare all three with accelerate, open the metrics log and
@@ -420,9 +425,7 @@ def start_run(config: TrainConfig, accelerator: Any, sampler: Any, updates: int,
         sampler.load_state_dict(state["sampler"])
         start = step_of(checkpoint)
     optimizer, scheduler = optimizer_and_schedule(lm.model, config, updates)
-    if uses_deepspeed(accelerator):  # we feed the batches; the engine only books sizes
-        accelerator.state.deepspeed_plugin.deepspeed_config.update(
-            train_micro_batch_size_per_gpu=1, gradient_accumulation_steps=1, train_batch_size=accelerator.num_processes)
+    warn_launcher(config, accelerator)
     model, optimizer, scheduler = accelerator.prepare(lm.model, optimizer, scheduler)
     log = MetricsLog(config.out, accelerator.is_main_process, resume_step=start if checkpoint else None,
                      report_to=config.report_to, run_name=config.run_name, config=config.model_dump(mode="json"))

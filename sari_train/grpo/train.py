@@ -2,7 +2,7 @@
 
     sari-train grpo --model runs/sft/final --workspace workspaces/demo --max-steps 50 --num-generations 4  # CPU smoke
     sari-train grpo --config pipelines/train/r1-aqa.yaml                                                    # one GPU
-    accelerate launch --num_processes 8 -m sari_train.cli grpo --config pipelines/train/sari-omni.yaml
+    accelerate launch --config_file pipelines/accelerate/fsdp2.yaml -m sari_train.cli grpo --config pipelines/train/sari-omni.yaml
 
 One step, in order (the loop below reads the same way): take prompts from the curriculum sampler
 → 1. sample G completions per prompt and reward them (the audio is encoded once per prompt; its
