@@ -1,7 +1,7 @@
 """`sari-train grpo`: group-relative policy optimisation for audio LMs, easy → hard.
 
     sari-train grpo --model runs/sft/final --workspace workspaces/demo --max-steps 50 --num-generations 4  # CPU smoke
-    sari-train grpo --config pipelines/train/r1-aqa.yaml                                                    # one GPU
+    sari-train grpo --config pipelines/train/r1-aqa.yaml                                                    # one process
     accelerate launch --config_file pipelines/accelerate/fsdp2.yaml -m sari_train.cli grpo --config pipelines/train/sari-omni.yaml
 
 One step, in order (the loop below reads the same way): take prompts from the curriculum sampler
