@@ -53,7 +53,7 @@ from corpus.scoring import extract_answer, mmau_match
 from corpus.store import Workspace
 from sari_train.config import ConfigError
 from sari_train.datasets import DatasetOptions
-from sari_train.device import DtypeName, gather_in_order, launched, pick
+from sari_train.device import AttentionName, DtypeName, gather_in_order, launched, pick
 from sari_train.models.adapter import AudioLM, PromptTooLong
 from sari_train.openai_client import EndpointOptions
 from sari_train.prompts import PromptStyle, messages
