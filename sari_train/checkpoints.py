@@ -111,6 +111,11 @@ def load_plain(path: Path) -> Any:
 
 def resume_point(config: TrainConfig) -> Path | None:
     """The checkpoint to continue from, or None for a fresh run (refusing to overwrite a run by accident)."""
+    if isinstance(config.resume, Path):  # TRL's resume_from_checkpoint: PATH
+        if not (config.resume / "trainer_state.pt").exists():
+            raise ConfigError(f"resume_from_checkpoint {config.resume}: not a checkpoint folder (no trainer_state.pt); "
+                              f"give one of {config.out / 'checkpoints'}/step-*, or true for the latest")
+        return config.resume
     found = latest_checkpoint(config.out)
     if config.resume:
         if found is None:

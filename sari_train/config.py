@@ -41,15 +41,44 @@ def add_config_flags(parser: argparse.ArgumentParser, cls: type[BaseModel]) -> N
     for name, field in cls.model_fields.items():
         if not _is_scalar(field.annotation):
             continue
-        flags = ["--" + n.replace("_", "-") for n in _names(name, field.validation_alias)]
+        flags = _spellings(_names(name, field.validation_alias))
         default = "required" if field.is_required() else f"default: {'none' if field.default is None else field.default}"
         help_text = f"{field.description or ''} ({default})".strip()
         if field.annotation is bool:
             parser.add_argument(*flags, dest=f"cfg_{name}", action=argparse.BooleanOptionalAction, default=None,
                                 help=help_text)
+        elif bool in typing.get_args(field.annotation):  # a switch that may also take a value (--resume [PATH])
+            parser.add_argument(*flags, dest=f"cfg_{name}", nargs="?", const="true", default=None, help=help_text,
+                                metavar=name.upper())
         else:
             parser.add_argument(*flags, dest=f"cfg_{name}", default=None, help=help_text,
                                 metavar=name.upper())
+    for name, help_text in TRL_ONLY_FLAGS.items():  # TRL spellings converted by the config (trl_names.to_ours)
+        if name in ("use_peft", "bf16", "fp16"):
+            parser.add_argument(*_spellings([name]), dest=f"trl_{name}", action="store_const", const=True,
+                                default=None, help=help_text)
+        else:
+            parser.add_argument(*_spellings([name]), dest=f"trl_{name}", default=None, help=help_text,
+                                metavar=name.upper())
+
+
+# TRL flags that are not a field's name: converted into our fields (see sari_train/trl_names.py)
+TRL_ONLY_FLAGS = {"use_peft": "TRL: train LoRA adapters (with --lora_r, --lora_alpha, ...)",
+                  "lora_r": "TRL: LoRA rank (with --use_peft)", "lora_alpha": "TRL: LoRA alpha (with --use_peft)",
+                  "lora_dropout": "TRL: LoRA dropout (with --use_peft)",
+                  "lora_target_modules": "TRL: LoRA target modules (with --use_peft)",
+                  "bf16": "TRL: same as --dtype bfloat16", "fp16": "TRL: same as --dtype float16",
+                  "torch_dtype": "TRL: same as --dtype", "eval_strategy": "TRL: no (no held-out eval) or steps"}
+
+
+def _spellings(names: list[str]) -> list[str]:
+    """Each name as a flag with hyphens and, as TRL's command lines write it, with underscores."""
+    flags = []
+    for name in names:
+        for flag in ("--" + name.replace("_", "-"), "--" + name):
+            if flag not in flags:
+                flags.append(flag)
+    return flags
 
 
 def _names(name: str, alias: object) -> list[str]:
@@ -77,15 +106,22 @@ def load_config(cls: type[C], args: argparse.Namespace, stage: str | None = None
         data = read_yaml_mapping(args.config, ConfigError, hint=" (presets live in pipelines/train/)")
         if stage is not None and isinstance(data.get(stage), dict):
             data = {**{k: v for k, v in data.items() if k not in STAGES}, **data[stage]}
+    flagged = []
     for key, value in vars(args).items():
         if key.startswith("cfg_") and value is not None:
             data[key[4:]] = flag_value(cls, key[4:], value)
+            flagged.append(key[4:])
+        elif key.startswith("trl_") and value is not None:
+            data[key[4:]] = parse_yaml(value, f"--{key[4:]} {value!r}", ConfigError) if isinstance(value, str) else value
+            flagged.append(key[4:])
     for override in args.set:
         apply_override(data, override, ConfigError)
+        flagged.append(override.split("=", 1)[0].split(".", 1)[0])
     try:
         return cls.model_validate(data)
     except ValidationError as err:
-        where = args.config or "flags"
+        keys = {str(e["loc"][0]) for e in err.errors() if e["loc"]}
+        where = "flags" if not args.config or (keys and keys <= set(flagged)) else args.config
         lines = [f"{'.'.join(map(str, e['loc'])) or '(top)'}: "
                  f"{'unknown key' if e['type'] == 'extra_forbidden' else e['msg']}" for e in err.errors()]
         raise ConfigError(f"{where}: " + "; ".join(lines)) from err

@@ -22,9 +22,10 @@ import torch
 from pydantic import Field
 from tqdm import tqdm
 
+from sari_train.config import ConfigError
 from sari_train.data import Example, data_source
 from sari_train.grpo.curriculum import CurriculumSampler
-from sari_train.models.adapter import AudioLM
+from sari_train.models.adapter import AudioLM, PromptTooLong
 from sari_train.prompts import PromptStyle, messages, target
 from sari_train.training import TrainConfig, make_accelerator, seed_everything, start_run
 
@@ -36,10 +37,14 @@ class SFTConfig(TrainConfig):
     batch_size: int = Field(8, ge=1, description="examples per micro-batch and process")
 
 
-def sft_batch(lm: AudioLM, examples: list[Example], style: PromptStyle) -> dict[str, torch.Tensor]:
+def sft_batch(lm: AudioLM, examples: list[Example], style: PromptStyle,
+              max_prompt_length: int | None = None) -> dict[str, torch.Tensor]:
     """Prompt (left-padded, with audio) + target (right-padded) and labels on the target only."""
-    prompt = lm.encode_prompts([messages(e.question, e.choices, style) for e in examples],
-                               [e.waveform() for e in examples])
+    try:
+        prompt = lm.encode_prompts([messages(e.question, e.choices, style) for e in examples],
+                                   [e.waveform() for e in examples], max_prompt_tokens=max_prompt_length)
+    except PromptTooLong as err:
+        raise ConfigError(f"item {examples[err.row].id}: {err}") from None
     targets = [target(e.answer, style, e.thinking) + END_OF_TURN for e in examples]
     lm.tokenizer.padding_side = "right"
     completion = lm.tokenizer(targets, return_tensors="pt", padding=True, add_special_tokens=False)
@@ -66,6 +71,7 @@ def train_sft(config: SFTConfig) -> dict[str, Any]:
     style = config.prompt
     cot_style = None if style.format == "implicit" else style.format
     examples, left_out = data_source(config).examples(config.split, cot_style)
+    config = config.with_steps(len(examples), config.batch_size * config.grad_accum * world)
     sampler = CurriculumSampler([e.id for e in examples], mode="random", seed=config.seed)
     by_id = {e.id: e for e in examples}
     run = start_run(config, accelerator, sampler, config.max_steps, train_audio=not config.freeze_audio_tower)
@@ -81,7 +87,7 @@ def train_sft(config: SFTConfig) -> dict[str, Any]:
         total, tokens = torch.zeros((), device=accelerator.device), 0
         for micro in range(config.grad_accum):
             chunk = [by_id[i] for i in mine[micro * config.batch_size:(micro + 1) * config.batch_size]]
-            batch = {k: v.to(accelerator.device) for k, v in sft_batch(lm, chunk, style).items()}
+            batch = {k: v.to(accelerator.device) for k, v in sft_batch(lm, chunk, style, config.max_prompt_length).items()}
             labels = batch.pop("labels")
             with run.micro_batch(last=micro == config.grad_accum - 1):
                 loss, n = completion_loss(model(**batch, use_cache=False).logits, labels)

@@ -94,7 +94,17 @@ class TrainConfig(DatasetOptions):
                                                                "ones (TRL's name; none: keep all; final/ is kept apart)")
     log_every: int = Field(1, ge=1, description="write metrics every N steps")
     seed: int = Field(0, description="seed of data order, sampling and initialisation")
-    resume: bool = Field(False, description="continue from the latest checkpoint in `out`")
+    resume: bool | Path = Field(False, description="continue from the latest checkpoint in `out` (true) or from "
+                                                  "this checkpoint folder (TRL's resume_from_checkpoint: PATH)")
+    num_train_epochs: float | None = Field(None, gt=0, description="passes over the training split; sets max_steps "
+                                                                  "when max_steps is not given (TRL: max_steps wins)")
+    warmup_ratio: float | None = Field(None, ge=0, lt=1, description="warm-up as a fraction of max_steps (TRL's; "
+                                                                     "overrides warmup_steps)")
+    max_prompt_length: int | None = Field(None, ge=1, description="longest prompt in tokens, audio included; TRL "
+                                                                  "truncates longer prompts, we never cut audio: a "
+                                                                  "longer prompt stops the run naming its item")
+    adam_beta1: float = Field(0.9, ge=0, lt=1)
+    adam_beta2: float = Field(0.999, ge=0, lt=1)
     dtype: Literal["float32", "bfloat16", "float16"] = Field(
         "float32", description="compute and saved-weights dtype; trained weights stay float32 (mixed precision)")
     accelerate_config: Path | None = Field(None, description="the launcher config the preset is sized for (`accelerate "
@@ -115,6 +125,17 @@ class TrainConfig(DatasetOptions):
     @classmethod
     def _trl_conversions(cls, data: Any) -> Any:
         return to_ours(data, cls.model_fields)
+
+    def with_steps(self, examples: int, per_step: int) -> TrainConfig:
+        """max_steps from `num_train_epochs` (when max_steps was not given) for `examples` training
+        items taken `per_step` per optimizer step over all processes, and warmup_steps from
+        `warmup_ratio`, as TRL resolves them."""
+        update: dict[str, Any] = {}
+        if self.num_train_epochs is not None and "max_steps" not in self.model_fields_set:
+            update["max_steps"] = max(1, math.ceil(self.num_train_epochs * examples / per_step))
+        if self.warmup_ratio is not None:
+            update["warmup_steps"] = math.ceil(self.warmup_ratio * update.get("max_steps", self.max_steps))
+        return self.model_copy(update=update)
 
     @model_validator(mode="after")
     def _one_data_source(self) -> TrainConfig:
@@ -189,7 +210,8 @@ def optimizer_and_schedule(model: torch.nn.Module, config: TrainConfig, updates:
     params = trainable(model)
     if not params:
         raise ConfigError("nothing to train: every parameter is frozen")
-    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay,
+                                  betas=(config.adam_beta1, config.adam_beta2))
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: lr_factor(s, config.warmup_steps, updates, config.schedule))
     return optimizer, scheduler

@@ -40,11 +40,31 @@ TRL_NAMES = {
 # the same name in both (listed for the README table and the test of a TRL-style YAML)
 SHARED = ("dtype", "max_steps", "num_generations", "beta", "temperature", "top_p", "max_completion_length", "loss_type",
           "seed", "warmup_steps", "weight_decay", "max_grad_norm", "epsilon_high", "num_iterations",
-          "scale_rewards", "report_to", "run_name", "save_total_limit", "attn_implementation")
+          "scale_rewards", "report_to", "run_name", "save_total_limit", "attn_implementation", "num_train_epochs",
+          "warmup_ratio", "max_prompt_length", "adam_beta1", "adam_beta2")
 # TRL names that need a conversion, not a rename: TRL's -> ours
-CONVERTED = {"bf16": "dtype", "fp16": "dtype", "per_device_train_batch_size": "prompts_per_batch (GRPO: ÷ G)",
+CONVERTED = {"bf16": "dtype", "fp16": "dtype", "torch_dtype": "dtype", "optim": "(adamw_torch only)",
+             "eval_strategy": "eval_split (no) / eval_every (steps)", "per_device_train_batch_size": "prompts_per_batch (GRPO: ÷ G)",
              "reward_weights": "rewards", "reward_funcs": "rewards", "dataset_config": "dataset",
              "push_to_hub + hub_model_id": "push_to_hub", "use_peft + lora_*": "lora"}
+# TRL settings we cannot honour: a one-line error names them, unless set to the value that means "off"
+UNSUPPORTED = {
+    "lr_scheduler_kwargs": "schedules take no extra arguments; use lr_scheduler_type linear | cosine | constant",
+    "top_k": "sampling is temperature + top-p only (top_k 0 or none means off)",
+    "repetition_penalty": "sampled rollouts are the policy's own distribution (1.0 means off)",
+    "importance_sampling_level": "the ratio is per token (token)",
+    "generation_batch_size": "each optimizer step samples its own prompts (prompts_per_batch × grad_accum)",
+    "steps_per_generation": "one generation round per optimizer step; num_iterations reuses it",
+    "sync_ref_model": "the reference model stays the starting model (false)",
+    "packing": "SFT examples are not packed (false)",
+    "completion_only_loss": "SFT's loss is on the completion only (true)",
+    "max_length": "prompts are never truncated (audio); use max_prompt_length to bound them",
+    "mask_truncated_completions": "completions cut at max_completion_length are trained on (false)",
+}
+NEUTRAL = {"top_k": (0, None), "repetition_penalty": (1.0, 1), "importance_sampling_level": ("token",),
+           "sync_ref_model": (False,), "packing": (False,), "completion_only_loss": (True, None),
+           "mask_truncated_completions": (False,), "max_length": (None,), "lr_scheduler_kwargs": (None, {}),
+           "generation_batch_size": (None,), "steps_per_generation": (None,)}
 LORA = {"lora_r": "r", "lora_alpha": "alpha", "lora_dropout": "dropout", "lora_target_modules": "target_modules"}
 TRACKERS = ("tensorboard", "wandb", "trackio")
 
@@ -86,8 +106,23 @@ def to_ours(data: Any, fields: dict[str, Any]) -> Any:
         data["scale_rewards"] = "group" if data["scale_rewards"] else "none"
     if data.get("schedule") == "constant_with_warmup":  # our constant schedule warms up too
         data["schedule"] = "constant"
-    if isinstance(data.get("resume"), str) and data["resume"].lower() not in ("true", "false"):
-        raise ValueError("resume_from_checkpoint: give true (runs resume from the latest checkpoint in output_dir)")
+    if isinstance(data.get("resume"), str) and data["resume"].lower() in ("true", "false"):
+        data["resume"] = data["resume"].lower() == "true"
+    if "torch_dtype" in data:
+        data.setdefault("dtype", data.pop("torch_dtype"))
+    if data.get("optim", "adamw_torch") not in ("adamw_torch", "adamw_torch_fused"):
+        raise ValueError(f"optim {data['optim']!r}: only AdamW is supported here (adamw_torch)")
+    data.pop("optim", None)
+    if data.get("eval_strategy") is False:  # YAML reads a bare `no` as false
+        data["eval_strategy"] = "no"
+    if data.get("eval_strategy", "steps") not in ("steps", "no"):
+        raise ValueError(f"eval_strategy {data['eval_strategy']!r}: give steps (with eval_steps) or no")
+    if data.pop("eval_strategy", None) == "no":
+        data["eval_split"] = None
+    for key, why in UNSUPPORTED.items():
+        if key in data and data[key] not in NEUTRAL.get(key, ()):
+            raise ValueError(f"{key}: not supported here ({why})")
+        data.pop(key, None)
     if "report_to" in data or "tensorboard" in data:
         data["report_to"] = _trackers(data.get("report_to", fields["report_to"].default), data.pop("tensorboard", None))
     return data

@@ -42,7 +42,7 @@ from sari_train.grpo import losses
 from sari_train.grpo.curriculum import CurriculumSampler
 from sari_train.grpo.groups import Groups, Tally, cat, pooled_std, step_metrics
 from sari_train.grpo.rewards import Reward, hacked, make_rewards, score
-from sari_train.models.adapter import AudioLM
+from sari_train.models.adapter import AudioLM, PromptTooLong
 from sari_train.prompts import messages
 from sari_train.rollout import Generated, LocalEngine, SamplingSettings, strip_stop
 from sari_train.training import TrainConfig, make_accelerator, seed_everything, start_run
@@ -80,8 +80,11 @@ def sample_groups(lm: AudioLM, examples: list[Example], config: GRPOConfig, rewa
     """Encode the prompts (audio once each), sample G completions per prompt (prompt i from seeds[i]),
     score them."""
     style = config.prompt
-    batch = lm.encode_prompts([messages(e.question, e.choices, style) for e in examples],
-                              [e.waveform() for e in examples])
+    try:
+        batch = lm.encode_prompts([messages(e.question, e.choices, style) for e in examples],
+                                  [e.waveform() for e in examples], max_prompt_tokens=config.max_prompt_length)
+    except PromptTooLong as err:
+        raise ConfigError(f"item {examples[err.row].id}: {err}") from None
     settings = SamplingSettings(k=config.num_generations, temperature=config.temperature, top_p=config.top_p,
                                 max_new_tokens=config.max_completion_length)
     # a prompt's seed names (seed, step, its place in the step): the same completions on any number of
@@ -172,6 +175,7 @@ def train_grpo(config: GRPOConfig) -> dict[str, Any]:
     reward_fns = make_rewards(config.rewards, explicit=config.prompt.format != "implicit")
     examples, left_out = data_source(config).examples(config.split)
     sampler = make_sampler(config, examples)
+    config = config.with_steps(len(sampler.ids), config.prompts_per_batch * config.grad_accum * world)
     by_id = {e.id: e for e in examples if e.id in set(sampler.ids)}
 
     reference = None

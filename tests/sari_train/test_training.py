@@ -92,7 +92,7 @@ def test_merge_lora_equals_peft_merge(tiny_model_dir):
     from sari_train.checkpoints import merge_lora
     from sari_train.training import LoraSettings, load_policy
 
-    config = SimpleNamespace(model=str(tiny_model_dir), dtype="float32", lora=LoraSettings(r=4, alpha=8),
+    config = SimpleNamespace(model=str(tiny_model_dir), dtype="float32", attn_implementation="sdpa", lora=LoraSettings(r=4, alpha=8),
                              gradient_checkpointing=False)
     lm, peft_model = load_policy(config, torch.device("cpu"))
     with torch.no_grad():
@@ -113,7 +113,7 @@ def test_checkpointing_works_in_policy_mode_and_gives_the_same_gradients(tiny_mo
 
     def gradients(checkpointing):
         torch.manual_seed(0)
-        config = SimpleNamespace(model=str(tiny_model_dir), dtype="float32", gradient_checkpointing=checkpointing,
+        config = SimpleNamespace(model=str(tiny_model_dir), dtype="float32", attn_implementation="sdpa", gradient_checkpointing=checkpointing,
                                  lora=LoraSettings(r=4) if lora else None)
         lm, _ = load_policy(config, torch.device("cpu"))
         policy_mode(lm.model, checkpointing)  # as GRPO trains: eval mode, the audio tower frozen

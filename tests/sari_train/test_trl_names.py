@@ -20,6 +20,7 @@ TRL_YAML = {
     "epsilon_high": 0.25, "temperature": 0.9, "top_p": 0.95, "max_completion_length": 4, "loss_type": "dr_grpo",
     "scale_rewards": "batch", "num_iterations": 2, "reward_funcs": ["accuracy", "format"],
     "reward_weights": [2.0, 1.0], "num_completions_to_print": 1, "save_total_limit": 1, "attn_implementation": "sdpa",
+    "num_train_epochs": 1, "warmup_ratio": 0.5, "max_prompt_length": 4096, "adam_beta1": 0.9, "adam_beta2": 0.99,
 }
 OURS = {"lr": 2.0e-3, "schedule": "cosine", "warmup_steps": 1, "weight_decay": 0.01, "max_grad_norm": 0.5,
         "grad_accum": 2, "prompts_per_batch": 2, "num_generations": 2, "max_steps": 2, "log_every": 1,
@@ -28,7 +29,8 @@ OURS = {"lr": 2.0e-3, "schedule": "cosine", "warmup_steps": 1, "weight_decay": 0
         "top_p": 0.95, "max_completion_length": 4, "loss_type": "dr_grpo", "scale_rewards": "batch",
         "num_iterations": 2, "rewards": {"accuracy": 2.0, "format": 1.0}, "log_completions": 1,
         "split": "train", "eval_split": "test", "streaming": False, "hub_private": True, "save_total_limit": 1,
-        "attn_implementation": "sdpa"}
+        "attn_implementation": "sdpa", "num_train_epochs": 1, "warmup_ratio": 0.5, "max_prompt_length": 4096,
+        "adam_beta1": 0.9, "adam_beta2": 0.99}  # max_steps 2 wins over num_train_epochs; ceil(0.5 · 2) = 1 warm-up
 
 
 def test_trl_style_yaml_runs_grpo_unchanged(tiny_model_dir, train_workspace, tmp_path):
@@ -66,7 +68,8 @@ def test_flags_and_set_use_either_name_and_the_later_one_wins(tmp_path):
     config = load_config(SFTConfig, args, "sft")
     assert (config.lr, config.batch_size) == (5e-4, 3)
     help_text = parser()._subparsers._group_actions[0].choices["grpo"].format_help()
-    assert "--lr LR, --learning-rate LR" in help_text and "--epsilon-low EPSILON_LOW, --epsilon EPSILON_LOW" in help_text
+    assert "--lr LR, --learning-rate LR, --learning_rate LR" in help_text
+    assert "--epsilon-low EPSILON_LOW, --epsilon_low EPSILON_LOW, --epsilon EPSILON_LOW" in help_text
     assert "optim.lr" not in help_text and "--set prompt.format=structured" in " ".join(help_text.split())
 
 
@@ -88,7 +91,9 @@ def test_conversions_and_their_errors():
         GRPOConfig(**base, per_device_train_batch_size=4)
     with pytest.raises(ValueError, match="2 weights for 3 rewards"):
         GRPOConfig(**base, reward_funcs=["accuracy", "format", "structure"], reward_weights=[1, 1])
-    with pytest.raises(ValueError, match="resume_from_checkpoint: give true"):
-        GRPOConfig(**base, resume_from_checkpoint="runs/x/checkpoint-100")
-    with pytest.raises(ValueError, match="eval_strategy"):  # TRL settings we lack stay unknown keys
-        GRPOConfig(**base, eval_strategy="steps")
+    assert str(GRPOConfig(**base, resume_from_checkpoint="runs/x/step-000100").resume) == "runs/x/step-000100"
+    assert GRPOConfig(**base, eval_strategy="no").eval_split is None
+    with pytest.raises(ValueError, match="eval_strategy 'epoch'"):
+        GRPOConfig(**base, eval_strategy="epoch")
+    with pytest.raises(ValueError, match="unknown key|Extra inputs"):  # a key TRL does not have either
+        GRPOConfig(**base, no_such_setting=1)
