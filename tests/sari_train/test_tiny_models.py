@@ -162,8 +162,8 @@ def test_qwen2_audio_positions_are_whisper_sinusoids_and_stay_fixed(qwen2_audio_
     model = Qwen2AudioForConditionalGeneration.from_pretrained(qwen2_audio_dir)
     positions = model.get_submodule("model.audio_tower.embed_positions").weight
     assert torch.equal(positions, whisper_sinusoids(*positions.shape))
-    lm, _ = load_policy(SimpleNamespace(model=str(qwen2_audio_dir), dtype="float32", lora=None, attn_implementation="sdpa",
-                                        gradient_checkpointing=False), torch.device("cpu"),
+    lm, _ = load_policy(SimpleNamespace(model=str(qwen2_audio_dir), dtype="float32", lora=None,
+                                        attn_implementation="sdpa", gradient_checkpointing=False), torch.device("cpu"),
                         train_audio=True)
     trainable = {n for n, p in lm.model.named_parameters() if p.requires_grad}
     assert not any("embed_positions" in n for n in trainable) and any("audio_tower" in n for n in trainable)
