@@ -80,6 +80,8 @@ class EvalConfig(DatasetOptions, EndpointOptions):
     device: str = Field("auto", description="auto (cuda:<LOCAL_RANK> if there is a GPU, else cpu), cpu, cuda, cuda:1")
     dtype: DtypeName = Field("auto", description="auto (bfloat16 on GPU, float32 on CPU), float32, bfloat16, float16")
     shuffled: bool = Field(True, description="also score with every item's options shuffled")
+    vllm: bool = Field(False, description="answer with vLLM in this process (the [vllm] extra) instead of "
+                                          "transformers: same prompts, same greedy rule")
     seed: int = Field(0, description="seed of the option shuffle")
     limit: int | None = Field(None, ge=1, description="evaluate only the first N items")
     out: Path = Field(Path("artifacts/eval"), description="output folder")
@@ -266,9 +268,13 @@ def eval_style(config: EvalConfig, model: str) -> PromptStyle:
 def make_engine(model: str, config: EvalConfig) -> Any:
     """The served model behind --endpoint, or the model loaded on this process's device."""
     if config.endpoint:
-        from sari_train.rollout_endpoint import EndpointEngine
+        from sari_train.rollout.endpoint import EndpointEngine
 
         return EndpointEngine.from_options(config, model)
+    if config.vllm:
+        from sari_train.rollout.vllm_engine import VLLMEngine
+
+        return VLLMEngine.from_model(model)
     try:
         device, dtype = pick(config.device, config.dtype)
     except ValueError as err:

@@ -21,7 +21,7 @@ from sari_data.cli import main
 from sari_data.curriculum import BucketConfig
 from sari_data.difficulty import DifficultyConfig, DifficultyError, item_seed, run_difficulty, shard_dir
 from sari_train.fake_endpoint import serve
-from sari_train.rollout_endpoint import EndpointEngine
+from sari_train.rollout.endpoint import EndpointEngine
 
 ROOT = Path(__file__).resolve().parents[2]
 

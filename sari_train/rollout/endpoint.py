@@ -21,7 +21,7 @@ import numpy as np
 from corpus.provenance import redact_url
 from sari_train.openai_client import (EndpointError, EndpointOptions, LLMClient, LLMConfig, RequestFailed, audio_part,
                                       reply_texts)
-from sari_train.rollout import Rollouts, SamplingSettings
+from sari_train.rollout.contract import Rollouts, SamplingSettings
 
 
 def openai_messages(messages: list[dict[str, Any]], waveform: np.ndarray, sample_rate: int) -> list[dict[str, Any]]:
