@@ -53,9 +53,13 @@ class EndpointEngine:
                    retries=options.retries, timeout=options.timeout, **kwargs)
 
     def sample(self, messages: Sequence[list[dict[str, Any]]], waveforms: Sequence[np.ndarray],
-               settings: SamplingSettings, seeds: Sequence[int] | None = None) -> Rollouts:
+               settings: SamplingSettings, with_logprobs: bool = False,
+               seeds: Sequence[int] | None = None) -> Rollouts:
         """k completions per prompt. `seeds` gives each prompt its own seed (default: settings.seed),
         so a prompt's samples do not depend on which other prompts share the call."""
+        if with_logprobs:
+            raise ValueError("the endpoint engine returns texts only, no log-probs; sample with the local or "
+                             "vLLM engine")
         seeds = list(seeds) if seeds is not None else [settings.seed] * len(messages)
         if len(seeds) != len(messages) or len(waveforms) != len(messages):
             raise ValueError(f"{len(messages)} prompts, {len(waveforms)} waveforms, {len(seeds)} seeds")

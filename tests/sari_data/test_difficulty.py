@@ -61,7 +61,7 @@ class Counting(EndpointEngine):
             self.on_stop()
         self.calls += 1
         self.prompts += len(messages)
-        return super().sample(messages, waveforms, settings, seeds)
+        return super().sample(messages, waveforms, settings, seeds=seeds)
 
 
 @pytest.fixture
