@@ -43,7 +43,7 @@ def grpo_step_times(model: Path, workspace: Path, out: Path, use_vllm: bool, ste
 
     config = GRPOConfig(model=str(model), workspace=workspace, out=out, max_steps=steps, num_generations=8,
                         max_completion_length=32, beta=0.0, sampler="random", eval_every=0, save_every=0,
-                        report_to=[], use_vllm=use_vllm, dtype=dtype)
+                        report_to=[], use_vllm=use_vllm, dtype=dtype, eval_split=None)
     train_grpo(config)
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     return [r["step_time"] for r in rows if "step_time" in r][1:]  # the first step warms up
