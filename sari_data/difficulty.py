@@ -85,6 +85,7 @@ class DifficultyConfig(EndpointOptions):
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
         "auto", description="auto: bfloat16 on a GPU, float32 on a CPU")
     n_per_request: bool = Field(True, description="endpoint: one request with n=k (false: k requests)")
+    vllm: bool = Field(False, description="sample with vLLM in this process (the [vllm] extra) instead of transformers")
 
     @property
     def model_name(self) -> str:
@@ -188,15 +189,19 @@ def sample_groups(engine: Any, prompts: list, waveforms: list[np.ndarray], setti
 
 
 def make_engine(config: DifficultyConfig) -> Any:
-    """The rollout engine: an endpoint client, or the local model loaded on this rank's device."""
+    """The rollout engine: an endpoint client, vLLM in this process, or the local model on this rank's device."""
     if not config.model:
         raise DifficultyError("no model to score with: pass --model PATH (a local audio LM folder, e.g. from "
                               "`sari-train tiny-model models/tiny`) or set difficulty.model in the recipe")
     if config.endpoint:
-        from sari_train.rollout_endpoint import EndpointEngine
+        from sari_train.rollout.endpoint import EndpointEngine
 
         return EndpointEngine.from_options(config, config.model, n_per_request=config.n_per_request,
                                            sample_rate=SAMPLE_RATE)
+    if config.vllm:
+        from sari_train.rollout.vllm_engine import VLLMEngine
+
+        return VLLMEngine.from_model(config.model)
     from sari_train.device import pick
     from sari_train.models.adapter import AudioLM
     from sari_train.rollout import LocalEngine

@@ -82,6 +82,8 @@ class EvalConfig(DatasetOptions, EndpointOptions):
     attn_implementation: AttentionName = Field("auto", description="auto (flash_attention_2 when installed and on "
                                                 "a GPU in 16 bits, else sdpa), sdpa, eager, flash_attention_2")
     shuffled: bool = Field(True, description="also score with every item's options shuffled")
+    vllm: bool = Field(False, description="answer with vLLM in this process (the [vllm] extra) instead of "
+                                          "transformers: same prompts, same greedy rule")
     seed: int = Field(0, description="seed of the option shuffle")
     limit: int | None = Field(None, ge=1, description="evaluate only the first N items")
     out: Path = Field(Path("artifacts/eval"), description="output folder")
@@ -268,9 +270,13 @@ def eval_style(config: EvalConfig, model: str) -> PromptStyle:
 def make_engine(model: str, config: EvalConfig) -> Any:
     """The served model behind --endpoint, or the model loaded on this process's device."""
     if config.endpoint:
-        from sari_train.rollout_endpoint import EndpointEngine
+        from sari_train.rollout.endpoint import EndpointEngine
 
         return EndpointEngine.from_options(config, model)
+    if config.vllm:
+        from sari_train.rollout.vllm_engine import VLLMEngine
+
+        return VLLMEngine.from_model(model)
     try:
         device, dtype = pick(config.device, config.dtype)
     except ValueError as err:

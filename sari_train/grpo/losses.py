@@ -98,16 +98,20 @@ def policy_loss(logp: torch.Tensor, old_logp: torch.Tensor, adv: torch.Tensor, m
                 loss_type: LossType = "grpo", epsilon_low: float = 0.2, epsilon_high: float = 0.2,
                 beta: float = 0.0, ref_logp: torch.Tensor | None = None, kl_estimator: KLEstimator = "k3",
                 max_completion_length: int | None = None, step_tokens: float | None = None,
-                kl_ratio_weight: bool = False) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+                kl_ratio_weight: bool = False,
+                sampling_weight: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """The clipped surrogate plus β·KL, aggregated by `loss_type`; also the masked statistics
     TRL logs (`kl`, `clip_ratio/*`) as (sum, count) pairs so ranks and micro-batches can pool them.
 
     `kl_ratio_weight` multiplies the KL by the (differentiable) ratio, DeepSeek-V3.2's unbiased
-    reverse-KL gradient and TRL ≥ 1.0's default; R1-AQA's TRL did not (our default)."""
+    reverse-KL gradient and TRL ≥ 1.0's default; R1-AQA's TRL did not (our default).
+    `sampling_weight` (`sampling_correction`) scales the surrogate, not the KL, as TRL does."""
     adv = adv.unsqueeze(1)
     ratio = torch.exp(logp - old_logp)
     clipped = torch.clamp(ratio, 1 - epsilon_low, 1 + epsilon_high)
     per_token = -torch.min(ratio * adv, clipped * adv)
+    if sampling_weight is not None:
+        per_token = per_token * sampling_weight
     stats: dict[str, torch.Tensor] = {}
     m = mask.to(logp.dtype)
     if beta != 0.0:
@@ -123,6 +127,28 @@ def policy_loss(logp: torch.Tensor, old_logp: torch.Tensor, adv: torch.Tensor, m
     stats["clip_ratio/region_mean"] = _masked_sum(low + high, m)
     loss = aggregate(per_token, mask, loss_type, max_completion_length, step_tokens)
     return loss, stats
+
+
+SamplingCorrection = Literal["token_truncate", "token_mask", "sequence_truncate", "sequence_mask"]
+
+
+def sampling_correction(trained: torch.Tensor, sampled: torch.Tensor, mask: torch.Tensor,
+                        mode: SamplingCorrection = "sequence_mask", cap: float = 3.0) -> torch.Tensor:
+    """TRL's truncated importance sampling for a sampler (vLLM) that is not exactly the trained policy:
+    w = π_train / π_sampler = exp(trained − sampled) per token (`token_*`, shape (N, L)) or per
+    sequence (`sequence_*`, the summed log-ratio, shape (N, 1)); `*_truncate` caps w at `cap`,
+    `*_mask` sets a w over `cap` to 0 (that token or sequence leaves the loss). Padding counts as
+    log-ratio 0, and so does a NaN log-prob (no correction where the sampler gave none)."""
+    log_ratio = torch.nan_to_num((trained - sampled.to(trained)) * mask, nan=0.0)
+    if mode.startswith("sequence"):
+        log_ratio = log_ratio.sum(-1, keepdim=True)
+    weight = log_ratio.exp()
+    if mode.endswith("truncate"):
+        return weight.clamp(max=cap)
+    if mode.endswith("mask"):
+        return weight.masked_fill(weight > cap, 0.0)
+    raise ValueError(f"unknown sampling correction {mode!r}; use token_truncate, token_mask, sequence_truncate "
+                     "or sequence_mask")
 
 
 def _masked_sum(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

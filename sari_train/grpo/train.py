@@ -31,7 +31,7 @@ from dataclasses import replace
 from typing import Any, Literal
 
 import torch
-from pydantic import Field
+from pydantic import Field, model_validator
 from tqdm import tqdm
 
 from corpus.scoring import exact_match
@@ -73,16 +73,36 @@ class GRPOConfig(TrainConfig):
     log_completions: int = Field(2, ge=0, description="sample completions written per logged step")
     shared_prefix: bool = Field(True, description="training passes run each prompt once per group (false: prompt "
                                                   "+ completion per row, the plain path, for comparison)")
+    use_vllm: bool = Field(False, description="sample with vLLM in this process (the [vllm] extra), weights synced "
+                                              "after every optimizer step")
+    vllm_mode: Literal["colocate"] = Field("colocate", description="colocate: vLLM runs in the training process "
+                                                                   "(TRL's server mode is not offered)")
+    vllm_gpu_memory_utilization: float = Field(0.3, gt=0, le=1, description="share of the GPU vLLM may take")
+    vllm_enable_sleep_mode: bool = Field(False, description="GPU: vLLM frees its memory during the training passes")
+    vllm_importance_sampling_correction: bool = Field(True, description="weight the surrogate by π_train/π_vLLM, "
+                                                                        "truncated (TRL)")
+    vllm_importance_sampling_mode: losses.SamplingCorrection = Field(
+        "sequence_mask", description="token_truncate | token_mask | sequence_truncate | sequence_mask (TRL's)")
+    vllm_importance_sampling_clip_max: float = Field(3.0, gt=0, description="the cap C of the correction "
+                                                                             "(TRL's older name: …_cap)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _trl_cap_name(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "vllm_importance_sampling_cap" in data:  # TRL < 1.6's name
+            data = {**data}
+            data.setdefault("vllm_importance_sampling_clip_max", data.pop("vllm_importance_sampling_cap"))
+        return data
 
 
 def sample_groups(lm: AudioLM, examples: list[Example], config: GRPOConfig, rewards: list[Reward],
-                  seeds: list[int]) -> Groups:
-    """Encode the prompts (audio once each), sample G completions per prompt (prompt i from seeds[i]),
-    score them."""
+                  seeds: list[int], engine: Any = None) -> Groups:
+    """Encode the prompts (audio once each), sample G completions per prompt (prompt i from seeds[i])
+    with the local engine or `engine` (a VLLMEngine), score them."""
     style = config.prompt
+    prompts, waveforms = [messages(e.question, e.choices, style) for e in examples], [e.waveform() for e in examples]
     try:
-        batch = lm.encode_prompts([messages(e.question, e.choices, style) for e in examples],
-                                  [e.waveform() for e in examples], max_prompt_tokens=config.max_prompt_length)
+        batch = lm.encode_prompts(prompts, waveforms, max_prompt_tokens=config.max_prompt_length)
     except PromptTooLong as err:
         raise ConfigError(f"item {examples[err.row].id}: {err}") from None
     settings = SamplingSettings(k=config.num_generations, temperature=config.temperature, top_p=config.top_p,
@@ -90,7 +110,10 @@ def sample_groups(lm: AudioLM, examples: list[Example], config: GRPOConfig, rewa
     # a prompt's seed names (seed, step, its place in the step): the same completions on any number of
     # processes and micro-batches
     torch.manual_seed(seeds[0])
-    generated = LocalEngine(lm).generate(batch, settings, with_logprobs=True, seeds=seeds)
+    if engine is not None:
+        generated = engine.generate(batch, waveforms, prompts, settings, seeds)
+    else:
+        generated = LocalEngine(lm).generate(batch, settings, with_logprobs=True, seeds=seeds)
     rows = [strip_stop(ids[mask.bool()], lm.stop_token_ids)
             for ids, mask in zip(generated.completion_ids, generated.completion_mask)]
     texts = lm.tokenizer.batch_decode(rows, skip_special_tokens=True)
@@ -140,17 +163,26 @@ def micro_batch_loss(lm: AudioLM, model: torch.nn.Module, x: Groups, config: GRP
     logits = completion_logits(lm, gen, config.num_generations, config.shared_prefix, model,
                                fresh_audio=not config.freeze_audio_tower)
     logp = losses.token_logprobs(logits, gen.completion_ids, config.temperature)
+    old_logp = logp.detach() if x.old_logp is None else x.old_logp  # the trained policy at sampling time
+    mask = gen.completion_mask.float()
+    weight = None
+    if config.use_vllm and config.vllm_importance_sampling_correction:
+        weight = losses.sampling_correction(old_logp, gen.logprobs, mask, config.vllm_importance_sampling_mode,
+                                            config.vllm_importance_sampling_clip_max)
     loss, stats = losses.policy_loss(
-        logp, logp.detach() if x.old_logp is None else x.old_logp, x.advantages, gen.completion_mask,
+        logp, old_logp, x.advantages, gen.completion_mask,
         loss_type=config.loss_type, epsilon_low=config.epsilon_low, epsilon_high=config.epsilon_high,
         beta=config.beta, ref_logp=x.ref_logp, kl_estimator=config.kl_estimator,
         max_completion_length=config.max_completion_length, step_tokens=step_tokens,
-        kl_ratio_weight=config.kl_ratio_weight)
+        kl_ratio_weight=config.kl_ratio_weight, sampling_weight=weight)
     # dapo already divides by the step's tokens; the others average the micro-batches
     share = loss if config.loss_type == "dapo" else loss / micro_batches
-    mask = gen.completion_mask.float()
     if gen.logprobs is not None:  # the sampler's log-probs vs the training pass's under the sampling weights
-        stats.update(sampling_mismatch(gen.logprobs, logp.detach() if x.old_logp is None else x.old_logp, mask))
+        stats.update(sampling_mismatch(gen.logprobs, old_logp, mask))
+    if weight is not None:
+        rows = mask if weight.shape[-1] > 1 else mask[:, :1]
+        stats["sampling/importance_sampling_ratio/mean"] = torch.stack([(weight * rows).sum(), rows.sum()])
+        stats["sampling/importance_sampling_ratio/max"] = torch.stack([(weight * rows).max(), rows.new_tensor(1.0)])
     stats["entropy"] = torch.stack([(losses.token_entropy(logits, config.temperature) * mask).sum(), mask.sum()])
     stats["loss"] = torch.stack([share.detach().cpu(), torch.tensor(1.0 / micro_batches)])  # the step's objective
     return share, stats
@@ -187,6 +219,7 @@ def train_grpo(config: GRPOConfig) -> dict[str, Any]:
                     train_audio=not config.freeze_audio_tower)
     lm, peft_model, model, scheduler, log = run.lm, run.peft_model, run.model, run.scheduler, run.log
     run.policy_mode()  # no dropout in RL: sampling and the loss see the same function
+    engine = start_vllm(config, lm, peft_model, world) if config.use_vllm else None
     g, per_micro = config.num_generations, config.prompts_per_batch
     per_rank = per_micro * config.grad_accum
     for step in tqdm(range(run.start + 1, config.max_steps + 1), desc="grpo", initial=run.start,
@@ -196,13 +229,16 @@ def train_grpo(config: GRPOConfig) -> dict[str, Any]:
         ids = sampler.take(per_rank * world)
         mine = [by_id[i] for i in ids[rank * per_rank:(rank + 1) * per_rank]]
         groups = [sample_groups(lm, mine[k:k + per_micro], config, reward_fns,
-                                [_seed(config.seed, step, rank * per_rank + q) for q in range(k, k + per_micro)])
+                                [_seed(config.seed, step, rank * per_rank + q) for q in range(k, k + per_micro)],
+                                engine)
                   for k in range(0, per_rank, per_micro)]
         tally = Tally()
         tally.add_values({"reward": cat(groups, "rewards"), "frac_reward_zero_std": torch.cat(
             [losses.zero_variance_groups(x.rewards, g) for x in groups])})
         if config.filter_zero_variance:
-            groups = refill(groups, config, sampler, by_id, lm, reward_fns, step, accelerator)
+            groups = refill(groups, config, sampler, by_id, lm, reward_fns, step, accelerator, engine)
+        if engine is not None:
+            engine.sleep()  # GPU sleep mode: the training passes get vLLM's memory
         # 2. advantages: group-relative (batch std pooled over processes)
         batch_std = pooled_std(cat(groups, "rewards"), accelerator) if config.scale_rewards == "batch" else None
         for x in groups:
@@ -226,6 +262,7 @@ def train_grpo(config: GRPOConfig) -> dict[str, Any]:
                 tally.add(stats)
             # 5. optimizer step
             grad_norm = run.step()  # clip → optimizer step → schedule → zero grads
+        sync_s = sync_vllm(engine, peft_model) if engine is not None else None
         # 6. curriculum feedback, logs, checkpoints
         for item_id, rate in gather_object([(e.id, float(x.correct[i * g:(i + 1) * g].mean()))
                                             for x in groups for i, e in enumerate(x.examples)]):
@@ -235,6 +272,8 @@ def train_grpo(config: GRPOConfig) -> dict[str, Any]:
             row.update({"grad_norm": float(grad_norm), "learning_rate": scheduler.get_last_lr()[0],
                         "curriculum/bucket": sampler.stage(ids), "epoch": float(sampler.epoch),
                         "step_time": time.perf_counter() - t0})
+            if sync_s is not None:
+                row["sampling/weight_sync_s"] = sync_s
             log.log(step, row)
             x = groups[0]
             log.samples(step, [{"item_id": x.examples[i // g].id, "answer": x.examples[i // g].answer,
@@ -245,6 +284,26 @@ def train_grpo(config: GRPOConfig) -> dict[str, Any]:
         if config.save_every and step % config.save_every == 0:
             run.checkpoint(step, sampler)
     return {**run.finish(), "examples": len(by_id), "left_out": left_out}
+
+
+def start_vllm(config: GRPOConfig, lm: AudioLM, peft_model: Any, world: int) -> Any:
+    """The colocated vLLM engine, holding the policy's current weights (LoRA merged)."""
+    from sari_train.rollout.vllm_engine import VLLMEngine, VLLMOptions
+
+    if world > 1:
+        raise ConfigError("use_vllm runs on one process for now (one engine per rank is not built); launch one "
+                          "process or set use_vllm: false")
+    options = VLLMOptions(gpu_memory_utilization=config.vllm_gpu_memory_utilization,
+                          enable_sleep_mode=config.vllm_enable_sleep_mode)
+    return VLLMEngine(lm, options, peft_model)
+
+
+def sync_vllm(engine: Any, peft_model: Any) -> float:
+    """After every optimizer step: vLLM takes the new weights (seconds it took)."""
+    t0 = time.perf_counter()
+    engine.wake_up()
+    engine.sync_weights(peft_model)
+    return time.perf_counter() - t0
 
 
 def make_sampler(config: GRPOConfig, examples: list[Example]) -> CurriculumSampler:
@@ -263,7 +322,7 @@ def make_sampler(config: GRPOConfig, examples: list[Example]) -> CurriculumSampl
 
 
 def refill(groups: list[Groups], config: GRPOConfig, sampler: CurriculumSampler, by_id: dict[str, Example],
-           lm: AudioLM, reward_fns: list[Reward], step: int, accelerator: Any) -> list[Groups]:
+           lm: AudioLM, reward_fns: list[Reward], step: int, accelerator: Any, engine: Any = None) -> list[Groups]:
     """Drop zero-variance groups and sample replacements, up to `max_resample_rounds` rounds.
     All processes draw from the shared sampler together, so their orders stay in step."""
     rank = accelerator.process_index
@@ -280,7 +339,7 @@ def refill(groups: list[Groups], config: GRPOConfig, sampler: CurriculumSampler,
         mine = [by_id[i] for i in ids[first:sum(missing[:rank + 1])]]
         if mine:
             seeds = [_seed(config.seed, step, 10_000 * (round_ + 1) + first + q) for q in range(len(mine))]
-            fresh = sample_groups(lm, mine, config, reward_fns, seeds).varied()
+            fresh = sample_groups(lm, mine, config, reward_fns, seeds, engine).varied()
             if fresh.examples:
                 kept.append(fresh)
     return kept or groups[:1]  # never an empty step: every process must join the gradient sync

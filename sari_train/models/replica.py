@@ -183,19 +183,21 @@ def _real_audio_positions(model: torch.nn.Module) -> None:
                 module.weight.copy_(whisper_sinusoids(*module.weight.shape))
 
 
-def build_qwen2_audio_replica(out_dir: str | Path, hidden_size: int = 32, layers: int = 1, seed: int = 0) -> Path:
-    """Qwen/Qwen2-Audio-7B-Instruct's files with a narrow, shallow random model."""
+def build_qwen2_audio_replica(out_dir: str | Path, hidden_size: int = 32, layers: int = 1, seed: int = 0,
+                              heads: int = 2, intermediate_size: int | None = None) -> Path:
+    """Qwen/Qwen2-Audio-7B-Instruct's files with a narrow, shallow random model (the GPU bench sets the
+    7B's shape: hidden 3584, 28 layers, 28 heads, intermediate 18944)."""
     from transformers import GenerationConfig, Qwen2AudioConfig, Qwen2AudioForConditionalGeneration
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     config = Qwen2AudioConfig(
         audio_config=dict(model_type="qwen2_audio_encoder", num_mel_bins=128, encoder_layers=layers,
-                          encoder_attention_heads=2, encoder_ffn_dim=2 * hidden_size, d_model=hidden_size,
+                          encoder_attention_heads=heads, encoder_ffn_dim=2 * hidden_size, d_model=hidden_size,
                           activation_function="gelu", scale_embedding=False, max_source_positions=1500),
         text_config=dict(model_type="qwen2", vocab_size=156032, hidden_size=hidden_size,
-                         intermediate_size=2 * hidden_size, num_hidden_layers=layers, num_attention_heads=2,
-                         num_key_value_heads=2, max_position_embeddings=8192, rms_norm_eps=1e-5, rope_theta=10000.0,
+                         intermediate_size=intermediate_size or 2 * hidden_size, num_hidden_layers=layers,
+                         num_attention_heads=heads, num_key_value_heads=heads, max_position_embeddings=8192, rms_norm_eps=1e-5, rope_theta=10000.0,
                          sliding_window=32768, bos_token_id=151643, eos_token_id=151645, tie_word_embeddings=False),
         audio_token_index=151646, ignore_index=-100)
     config.vocab_size = 156032

@@ -21,7 +21,7 @@ from sari_data.cli import main
 from sari_data.curriculum import BucketConfig
 from sari_data.difficulty import DifficultyConfig, DifficultyError, item_seed, run_difficulty, shard_dir
 from sari_train.fake_endpoint import serve
-from sari_train.rollout_endpoint import EndpointEngine
+from sari_train.rollout.endpoint import EndpointEngine
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -61,7 +61,7 @@ class Counting(EndpointEngine):
             self.on_stop()
         self.calls += 1
         self.prompts += len(messages)
-        return super().sample(messages, waveforms, settings, seeds)
+        return super().sample(messages, waveforms, settings, seeds=seeds)
 
 
 @pytest.fixture

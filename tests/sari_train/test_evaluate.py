@@ -146,7 +146,7 @@ def test_eval_through_an_endpoint_asks_greedy_with_the_same_prompts(tmp_path):
     from sari_train.evaluate import eval_style, workspace_items
     from sari_train.fake_endpoint import serve
     from sari_train.prompts import messages
-    from sari_train.rollout_endpoint import openai_messages
+    from sari_train.rollout.endpoint import openai_messages
 
     root = served_workspace(tmp_path / "ws")
     with serve() as server:

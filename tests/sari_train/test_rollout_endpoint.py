@@ -11,7 +11,7 @@ from corpus.testing import noise_clips
 from sari_train.fake_endpoint import serve
 from sari_train.prompts import PromptStyle, messages
 from sari_train.rollout import SamplingSettings
-from sari_train.rollout_endpoint import EndpointEngine, EndpointError, openai_messages
+from sari_train.rollout.endpoint import EndpointEngine, EndpointError, openai_messages
 
 OPTIONS = ["first", "second", "third"]
 PROMPTS = [messages(f"Question {i}?", OPTIONS) for i in range(3)]

@@ -1,9 +1,8 @@
-"""Rollout engines: k sampled completions for each of many prompts.
+"""`LocalEngine`: k sampled completions per prompt from the transformers model in this process.
 
-`LocalEngine` runs a transformers model: prompts are left-padded and batched, the audio encoder
+It runs a transformers model: prompts are left-padded and batched, the audio encoder
 and the prompt's forward pass (its key/value cache) run once per prompt and are shared by the k
-samples (the naive path, kept for tests and benchmarks, repeats the audio k times). `EndpointEngine`
-(rollout_endpoint.py) drives an OpenAI-compatible server instead. Both return the same `Rollouts`.
+samples (the naive path, kept for tests and benchmarks, repeats the audio k times).
 
 Sampling is the policy being trained: prefill, every decode step and the training passes number
 positions by one rule (`AudioLM.position_ids`), and each row draws from its own seed
@@ -13,57 +12,14 @@ decoding runs `generate` on the same cache (it keeps the repo's generation defau
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field
 
 from sari_train.models.adapter import AudioLM, PromptBatch
-
-
-class SamplingSettings(BaseModel):
-    """How completions are sampled; `key()` names the settings in stored rollouts."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    k: int = Field(1, ge=1, description="completions per prompt")
-    temperature: float = Field(1.0, ge=0, description="0 means greedy")
-    top_p: float = Field(1.0, gt=0, le=1)
-    max_new_tokens: int = Field(64, ge=1)
-    seed: int = 0
-
-    @property
-    def greedy(self) -> bool:
-        return self.temperature == 0
-
-    def key(self) -> str:
-        payload = json.dumps(self.model_dump(exclude={"k"}), sort_keys=True)
-        return hashlib.sha256(payload.encode()).hexdigest()[:12]
-
-
-@dataclass
-class Rollouts:
-    """Completions grouped by prompt: `texts[i][j]` is sample j of prompt i."""
-
-    texts: list[list[str]]
-    token_ids: list[list[torch.Tensor]] = field(default_factory=list)  # without padding or stop tokens
-    logprobs: list[list[torch.Tensor]] | None = None  # per generated token, under the sampling distribution
-
-
-@dataclass
-class Generated:
-    """What one batched generate call produced, in the layout trainers consume."""
-
-    prompt: PromptBatch  # repeated k times
-    prompt_embeds: torch.Tensor  # (B*k, T, H), audio encoded once per prompt
-    completion_ids: torch.Tensor  # (B*k, L), padded after the stop token
-    completion_mask: torch.Tensor  # (B*k, L), 1 up to and including the stop token
-    logprobs: torch.Tensor | None = None  # (B*k, L)
+from sari_train.rollout.contract import Generated, Rollouts, SamplingSettings, completion_mask, strip_stop
 
 
 class LocalEngine:
@@ -242,14 +198,3 @@ def inverse_cdf(logits: torch.Tensor, uniform: torch.Tensor) -> torch.Tensor:
     cdf = logits.double().softmax(-1).cumsum(-1)
     target = uniform.to(cdf)[:, None] * cdf[:, -1:]
     return torch.searchsorted(cdf, target, right=True).squeeze(1).clamp(max=logits.shape[-1] - 1)
-
-
-def completion_mask(completion: torch.Tensor, stop_ids: Sequence[int]) -> torch.Tensor:
-    """1 for every token up to and including the first stop token of each row, 0 after it."""
-    is_stop = torch.isin(completion, torch.tensor(list(stop_ids), device=completion.device))
-    after_stop = (is_stop.cumsum(dim=1) - is_stop.long()) > 0
-    return (~after_stop).long()
-
-
-def strip_stop(ids: torch.Tensor, stop_ids: Sequence[int]) -> torch.Tensor:
-    return ids[:-1] if len(ids) and int(ids[-1]) in stop_ids else ids

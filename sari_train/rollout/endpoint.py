@@ -21,7 +21,7 @@ import numpy as np
 from corpus.provenance import redact_url
 from sari_train.openai_client import (EndpointError, EndpointOptions, LLMClient, LLMConfig, RequestFailed, audio_part,
                                       reply_texts)
-from sari_train.rollout import Rollouts, SamplingSettings
+from sari_train.rollout.contract import Rollouts, SamplingSettings
 
 
 def openai_messages(messages: list[dict[str, Any]], waveform: np.ndarray, sample_rate: int) -> list[dict[str, Any]]:
@@ -53,9 +53,13 @@ class EndpointEngine:
                    retries=options.retries, timeout=options.timeout, **kwargs)
 
     def sample(self, messages: Sequence[list[dict[str, Any]]], waveforms: Sequence[np.ndarray],
-               settings: SamplingSettings, seeds: Sequence[int] | None = None) -> Rollouts:
+               settings: SamplingSettings, with_logprobs: bool = False,
+               seeds: Sequence[int] | None = None) -> Rollouts:
         """k completions per prompt. `seeds` gives each prompt its own seed (default: settings.seed),
         so a prompt's samples do not depend on which other prompts share the call."""
+        if with_logprobs:
+            raise ValueError("the endpoint engine returns texts only, no log-probs; sample with the local or "
+                             "vLLM engine")
         seeds = list(seeds) if seeds is not None else [settings.seed] * len(messages)
         if len(seeds) != len(messages) or len(waveforms) != len(messages):
             raise ValueError(f"{len(messages)} prompts, {len(waveforms)} waveforms, {len(seeds)} seeds")
