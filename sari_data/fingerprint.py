@@ -145,7 +145,7 @@ class FingerprintIndex:
     def __init__(self) -> None:
         self.keys: list[str] = []
         self._codes = np.zeros(0, np.uint32)  # every frame's code, clip after clip
-        self._starts = [0]  # clip i's frames are _codes[_starts[i]:_starts[i + 1]]
+        self._starts = np.zeros(1, np.int64)  # clip i's frames are _codes[_starts[i]:_starts[i + 1]]
         self._bits = 10
         self._slots = np.full((1 << self._bits, self.CAP), -1, np.int32)  # frame positions in _codes
         self._fill = np.zeros(1 << self._bits, np.int32)
@@ -155,11 +155,12 @@ class FingerprintIndex:
         return len(self.keys)
 
     def add(self, key: str, fp: np.ndarray) -> None:
-        start = self._starts[-1]
+        start = self._posted
         self._codes = _grow(self._codes, start + len(fp))
         self._codes[start:start + len(fp)] = fp[:, 0]
         self.keys.append(key)
-        self._starts.append(start + len(fp))
+        self._starts = _grow(self._starts, len(self.keys) + 1)
+        self._starts[len(self.keys)] = start + len(fp)
         self._posted += len(fp)
         if self._posted > self.LOAD << self._bits:
             self._rehash()  # posts every clip again, this one included
@@ -191,14 +192,13 @@ class FingerprintIndex:
 
     def _candidates(self, fp: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
         """The n (clip, offset) pairs with the most hits of a variant of a query frame's code."""
-        codes = variants(fp)  # (frames, 2^K)
-        found = self._slots[self._bucket(codes)]  # (frames, 2^K, CAP) positions in _codes
-        hit = found >= 0
-        hit[hit] = self._codes[found[hit]] == np.broadcast_to(codes[..., None], found.shape)[hit]
-        where = found[hit]
-        query_frame = np.broadcast_to(np.arange(len(fp))[:, None, None], found.shape)[hit]
-        clip = np.searchsorted(self._starts, where, side="right") - 1
-        offset = where - np.asarray(self._starts)[clip] - query_frame
+        codes = variants(fp).ravel()  # frame after frame, 2^K_WEAK codes each
+        found = self._slots[self._bucket(codes)].ravel()  # CAP slots per code: positions in _codes, or -1
+        lookup = np.flatnonzero(found >= 0)
+        lookup = lookup[self._codes[found[lookup]] == codes[lookup // self.CAP]]  # same bucket, same code
+        where, query_frame = found[lookup], lookup // (self.CAP << K_WEAK)
+        clip = np.searchsorted(self._starts[:len(self.keys) + 1], where, side="right") - 1
+        offset = where - self._starts[clip] - query_frame
         pairs, votes = np.unique(clip.astype(np.int64) << 32 | (offset + (1 << 31)), return_counts=True)
         best = pairs[np.argsort(-votes, kind="stable")[:n]]
         return best >> 32, (best & 0xFFFFFFFF) - (1 << 31)
