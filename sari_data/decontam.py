@@ -94,7 +94,7 @@ class _BenchmarkAudio:
         return pcm_sha256(to_pcm16(mono), SAMPLE_RATE), fingerprint(mono)
 
 
-def load_reference(ref: BenchmarkRef, n: int, workers: int = 2) -> Reference:
+def load_reference(ref: BenchmarkRef, n: int, workers: int | str = 2) -> Reference:
     """A benchmark's text, plus its audio where `audio_root` holds it (the text is enough to start)."""
     source = BenchmarkSource(name=ref.name, path=ref.path, audio_root=ref.audio_root)
     reference = Reference(ref.name, n)
@@ -130,7 +130,7 @@ def matches(item: Item | Clip, reference: Reference, workspace: Path, threshold:
     return found
 
 
-def decontaminate(config: Decontaminate, workspace: Path, workers: int = 2):
+def decontaminate(config: Decontaminate, workspace: Path, workers: int | str = 2):
     """The recipe step: record every overlap; with `exclude`, quarantine the item as well."""
     references = [load_reference(ref, config.ngram, workers) for ref in config.benchmarks]
 
