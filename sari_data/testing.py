@@ -162,3 +162,51 @@ def mmar_rows(n: int, prefix: str = "mmar") -> list[dict]:
                      "source": "youtube", "url": "", "timestamp": "", "thinking": f"LEAK-THINKING {i}",
                      "cue": [f"LEAK-CUE {i}"], "rubric": [{"name": f"LEAK-RUBRIC {i}", "choices": [0, 1]}]})
     return rows
+
+
+def speech_like_clip(seed: int, seconds: float = 4.0) -> np.ndarray:
+    """Syllables of a voiced source (a glottal pulse train at a wandering pitch) through moving
+    formants, with pauses: the time-frequency texture of speech, which MMAU draws from MELD."""
+    rng = np.random.default_rng(seed)
+    n = int(seconds * RATE)
+    out = np.zeros(n)
+    start = int(rng.uniform(0, 0.2) * RATE)
+    while start < n:
+        length = min(int(rng.uniform(0.12, 0.35) * RATE), n - start)
+        t = np.arange(length) / RATE
+        f0 = rng.uniform(90, 220) * (1 + 0.2 * np.sin(2 * np.pi * rng.uniform(1, 4) * t))
+        phase = 2 * np.pi * np.cumsum(f0) / RATE
+        voice = sum(np.sin(k * phase) / k for k in range(1, 30))
+        spectrum = np.fft.rfft(voice)
+        freqs = np.fft.rfftfreq(length, 1 / RATE)
+        gain = sum(np.exp(-0.5 * ((freqs - f) / 80) ** 2) for f in (rng.uniform(300, 900), rng.uniform(900, 2500),
+                                                                       rng.uniform(2500, 3500)))
+        syllable = np.fft.irfft(spectrum * (0.05 + gain), length)
+        out[start:start + length] += syllable * np.hanning(length) / (np.abs(syllable).max() + 1e-9)
+        start += length + int(rng.uniform(0.03, 0.4) * RATE)
+    return (0.3 * out / (np.abs(out).max() + 1e-9) + 0.002 * rng.standard_normal(n)).astype(np.float32)
+
+
+def music_like_clip(seed: int, seconds: float = 4.0) -> np.ndarray:
+    """Notes of a harmonic instrument on a beat, two voices, each note decaying: music's texture
+    (MMAU draws from MusicBench)."""
+    rng = np.random.default_rng(seed)
+    n = int(seconds * RATE)
+    out = np.zeros(n)
+    beat = rng.uniform(0.2, 0.5)
+    for voice in range(2):
+        for onset in np.arange(0, seconds, beat * (1 + voice)):
+            length = min(int(beat * (1 + voice) * RATE), n - int(onset * RATE))
+            t = np.arange(length) / RATE
+            f = 110 * 2 ** (rng.integers(0, 36) / 12) * (2 if voice == 0 else 1)
+            note = sum(np.sin(2 * np.pi * k * f * t) * 0.6 ** k for k in range(1, 8)) * np.exp(-t * rng.uniform(2, 8))
+            start = int(onset * RATE)
+            out[start:start + length] += note * (0.6 if voice else 1.0)
+    return (0.3 * out / (np.abs(out).max() + 1e-9)).astype(np.float32)
+
+
+def with_noise(samples: np.ndarray, snr_db: float, seed: int = 0) -> np.ndarray:
+    """White noise added at `snr_db` below the clip's mean power."""
+    power = float(np.mean(np.square(samples.astype(np.float64))))
+    noise = np.random.default_rng(seed).standard_normal(len(samples)) * np.sqrt(power / 10 ** (snr_db / 10))
+    return (samples + noise).astype(np.float32)
