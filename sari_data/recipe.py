@@ -190,8 +190,10 @@ class Decontaminate(Strict):
 
     kind: Literal["decontaminate"] = "decontaminate"
     benchmarks: list[BenchmarkRef] = Field(min_length=1)
-    ngram: int = Field(8, ge=2)
-    text_threshold: float = Field(0.6, gt=0, le=1, description="share of an item's n-grams found in one benchmark item")
+    ngram: int = Field(8, ge=2, description="word n-gram length for the share of a question found in a benchmark question")
+    text_threshold: float = Field(0.6, gt=0, le=1, description=(
+        "question similarity (shared n-grams, or the word-sequence ratio if higher) x Jaccard of the option sets "
+        "at which an item overlaps a benchmark item"))
     exclude: bool = True
 
 
