@@ -91,8 +91,9 @@ def ensure_data(data: Path, n: int) -> Path:
     return recipe
 
 
-def timed_build(recipe: Path, workspace: Path, workers: int | None) -> tuple[float, float, dict]:
-    """Wall seconds, peak RSS (MB) and counts of one build in a fresh process."""
+def timed_build(recipe: Path, workspace: Path, workers: int | None) -> tuple[float, float, float, dict]:
+    """Wall seconds, peak RSS (MB), cores busy (CPU seconds of the build and its worker processes
+    per wall second) and counts of one build in a fresh process."""
     code = ("import json, sys; from sari_data.build import build; from sari_data.recipe import load_recipe; "
             "sets = sys.argv[3:]; "
             "print(json.dumps(build(load_recipe(sys.argv[1], sets), __import__('pathlib').Path(sys.argv[2]), progress=False)))")
@@ -105,7 +106,8 @@ def timed_build(recipe: Path, workspace: Path, workers: int | None) -> tuple[flo
     proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode:
         raise SystemExit(f"build of {recipe} failed (exit {proc.returncode})")
-    return wall, usage.ru_maxrss / 1024, json.loads(out.strip().splitlines()[-1])
+    cores = (usage.ru_utime + usage.ru_stime) / wall
+    return wall, usage.ru_maxrss / 1024, cores, json.loads(out.strip().splitlines()[-1])
 
 
 def main() -> None:
@@ -118,14 +120,16 @@ def main() -> None:
     args = parser.parse_args()
     recipes = {n: ensure_data(args.data, n) for n in args.sizes}
     per_item: dict[int, list[float]] = {n: [] for n in args.sizes}
-    print(f"{'items':>7} {'run':>4} {'wall s':>8} {'peak RSS MB':>12} {'per item ms':>12} {'items kept':>11}", flush=True)
+    print(f"{'items':>7} {'run':>4} {'wall s':>8} {'peak RSS MB':>12} {'per item ms':>12} {'cores busy':>11} "
+          f"{'items kept':>11}", flush=True)
     for run in range(args.repeat):
         for n in args.sizes:  # sizes interleaved, so a noisy neighbour hits every size alike
             workspace = args.data / f"ws_{n}_{run}"
             subprocess.run(["rm", "-rf", str(workspace)], check=True)
-            wall, peak, counts = timed_build(recipes[n], workspace, args.workers)
+            wall, peak, cores, counts = timed_build(recipes[n], workspace, args.workers)
             per_item[n].append(wall / n * 1000)
-            print(f"{n:>7} {run:>4} {wall:>8.1f} {peak:>12.0f} {per_item[n][-1]:>12.2f} {counts.get('items', 0):>11}", flush=True)
+            print(f"{n:>7} {run:>4} {wall:>8.1f} {peak:>12.0f} {per_item[n][-1]:>12.2f} {cores:>11.2f} "
+                  f"{counts.get('items', 0):>11}", flush=True)
             if not args.keep:
                 subprocess.run(["rm", "-rf", str(workspace)], check=True)
     small, large = min(args.sizes), max(args.sizes)
