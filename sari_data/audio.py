@@ -14,7 +14,7 @@ import io
 import os
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
@@ -136,20 +136,30 @@ T = TypeVar("T")
 U = TypeVar("U")
 
 
-def ordered_map(fn: Callable[[T], U], inputs: Iterable[T], workers: int, window: int = 64) -> Iterator[U]:
-    """`map(fn, inputs)` over a process pool, in input order, with at most `window` in flight:
-    memory stays flat however long `inputs` is. workers <= 1 runs inline (no pool to start)."""
-    if workers <= 1:
+def ordered_map(fn: Callable[[T], U], inputs: Iterable[T], workers: int | str, window: int = 64) -> Iterator[U]:
+    """`map(fn, inputs)` over `workers` local processes (<= 1: inline, no pool to start) or a Dask
+    scheduler's workers (an address), in input order, with a bounded number in flight: memory
+    stays flat however long `inputs` is, and every later step sees the order one process gives."""
+    if isinstance(workers, str):
+        from sari_data.cluster import dask_executor
+
+        with dask_executor(workers) as (pool, slots):
+            yield from _in_order(pool, fn, inputs, max(window, 2 * slots))
+    elif workers <= 1:
         yield from map(fn, inputs)
-        return
-    with ProcessPoolExecutor(workers) as pool:
-        pending: deque[Future[U]] = deque()
-        for x in inputs:
-            pending.append(pool.submit(fn, x))
-            if len(pending) >= window:
-                yield pending.popleft().result()
-        while pending:
+    else:
+        with ProcessPoolExecutor(workers) as pool:
+            yield from _in_order(pool, fn, inputs, window)
+
+
+def _in_order(pool: Executor, fn: Callable[[T], U], inputs: Iterable[T], window: int) -> Iterator[U]:
+    pending: deque[Future[U]] = deque()
+    for x in inputs:
+        pending.append(pool.submit(fn, x))
+        if len(pending) >= window:
             yield pending.popleft().result()
+    while pending:
+        yield pending.popleft().result()
 
 
 @dataclass(frozen=True)
@@ -169,7 +179,7 @@ class _Checker:
 
 
 def check_many(sources: Iterable[AudioSource | Failure], workspace: Path, settings: CheckSettings,
-               workers: int = 2) -> Iterator[AudioRef | Failure]:
+               workers: int | str = 2) -> Iterator[AudioRef | Failure]:
     """`check_audio` over many clips in parallel; a Failure passed in comes back unchanged."""
     return ordered_map(_Checker(workspace, settings), sources, workers)
 

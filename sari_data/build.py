@@ -45,7 +45,7 @@ def source_records(source: Any, recipe: Recipe, ws: Workspace) -> Iterator[Item 
         a = recipe.audio
         settings = CheckSettings(a.min_seconds, a.max_seconds, a.silence_dbfs, a.max_clipped_fraction)
         # every file source yields rows waiting for audio; one shared step checks and stores it
-        return attach_audio(FILE_SOURCES[type(source)].rows(source), ws.root, settings, a.workers)
+        return attach_audio(FILE_SOURCES[type(source)].rows(source), ws.root, settings, a.pool())
     from sari_data.sources import synthetic
 
     return synthetic.prepare(source, recipe.seed, ws.audio_dir)
@@ -64,7 +64,7 @@ def item_steps(recipe: Recipe, ws: Workspace) -> list[Step]:
         elif isinstance(config, Dedup):
             steps.append((dedup(ws.root, config.near_text, config.audio_fingerprint), (Item,)))
         elif isinstance(config, Decontaminate):
-            steps.append((decontaminate(config, ws.root, recipe.audio.workers), (Item, Clip)))
+            steps.append((decontaminate(config, ws.root, recipe.audio.pool()), (Item, Clip)))
     return steps
 
 

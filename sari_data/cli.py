@@ -25,6 +25,7 @@ from pathlib import Path
 
 from corpus.provenance import RunFailed
 from corpus.store import SCHEMA_VERSION, Workspace, WorkspaceError
+from sari_data.cluster import ClusterError
 from sari_data.difficulty import DifficultyError
 from sari_data.difficulty import __doc__ as DIFFICULTY_DOC
 from sari_data.recipe import RecipeError, load_recipe
@@ -211,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         args.run(args)
-    except (RecipeError, WorkspaceError, SourceError, DifficultyError, EndpointError) as err:
+    except (RecipeError, WorkspaceError, SourceError, DifficultyError, EndpointError, ClusterError) as err:
         print(f"sari-data {args.command}: error: {err}", file=sys.stderr)
         return 2
     except RunFailed as err:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -120,7 +121,15 @@ class AudioSettings(Strict):
     max_seconds: float = Field(60.0, gt=0)
     silence_dbfs: float = -60.0
     max_clipped_fraction: float = Field(0.01, ge=0, le=1)
-    workers: int = Field(2, ge=1, description="processes decoding audio")
+    workers: int | None = Field(None, ge=1, description=(
+        "local processes for the per-clip work (decode, checks, normalisation, fingerprint); null: one per core"))
+    cluster: str | None = Field(None, description=(
+        "a Dask scheduler's address (tcp://host:8786): the per-clip work runs on its workers, which must see the "
+        "audio and the workspace at the same paths; dedup, decontamination and splits stay in this process"))
+
+    def pool(self) -> int | str:
+        """Where the per-clip work runs: a Dask scheduler's address, else a number of local processes."""
+        return self.cluster or self.workers or len(os.sched_getaffinity(0))
 
 
 Source = Annotated[SyntheticSource | AvqaSource | BenchmarkSource | ClothoAqaSource | CaptionsSource | TableSource,
@@ -181,8 +190,10 @@ class Decontaminate(Strict):
 
     kind: Literal["decontaminate"] = "decontaminate"
     benchmarks: list[BenchmarkRef] = Field(min_length=1)
-    ngram: int = Field(8, ge=2)
-    text_threshold: float = Field(0.6, gt=0, le=1, description="share of an item's n-grams found in one benchmark item")
+    ngram: int = Field(8, ge=2, description="word n-gram length for the share of a question found in a benchmark question")
+    text_threshold: float = Field(0.6, gt=0, le=1, description=(
+        "question similarity (shared n-grams, or the word-sequence ratio if higher) x Jaccard of the option sets "
+        "at which an item overlaps a benchmark item"))
     exclude: bool = True
 
 

@@ -162,3 +162,142 @@ def mmar_rows(n: int, prefix: str = "mmar") -> list[dict]:
                      "source": "youtube", "url": "", "timestamp": "", "thinking": f"LEAK-THINKING {i}",
                      "cue": [f"LEAK-CUE {i}"], "rubric": [{"name": f"LEAK-RUBRIC {i}", "choices": [0, 1]}]})
     return rows
+
+
+def speech_like_clip(seed: int, seconds: float = 4.0) -> np.ndarray:
+    """Syllables of a voiced source (a glottal pulse train at a wandering pitch) through moving
+    formants, with pauses: the time-frequency texture of speech, which MMAU draws from MELD."""
+    rng = np.random.default_rng(seed)
+    n = int(seconds * RATE)
+    out = np.zeros(n)
+    start = int(rng.uniform(0, 0.2) * RATE)
+    while start < n:
+        length = min(int(rng.uniform(0.12, 0.35) * RATE), n - start)
+        t = np.arange(length) / RATE
+        f0 = rng.uniform(90, 220) * (1 + 0.2 * np.sin(2 * np.pi * rng.uniform(1, 4) * t))
+        phase = 2 * np.pi * np.cumsum(f0) / RATE
+        voice = sum(np.sin(k * phase) / k for k in range(1, 30))
+        spectrum = np.fft.rfft(voice)
+        freqs = np.fft.rfftfreq(length, 1 / RATE)
+        gain = sum(np.exp(-0.5 * ((freqs - f) / 80) ** 2) for f in (rng.uniform(300, 900), rng.uniform(900, 2500),
+                                                                       rng.uniform(2500, 3500)))
+        syllable = np.fft.irfft(spectrum * (0.05 + gain), length)
+        out[start:start + length] += syllable * np.hanning(length) / (np.abs(syllable).max() + 1e-9)
+        start += length + int(rng.uniform(0.03, 0.4) * RATE)
+    return (0.3 * out / (np.abs(out).max() + 1e-9) + 0.002 * rng.standard_normal(n)).astype(np.float32)
+
+
+def music_like_clip(seed: int, seconds: float = 4.0) -> np.ndarray:
+    """Notes of a harmonic instrument on a beat, two voices, each note decaying: music's texture
+    (MMAU draws from MusicBench)."""
+    rng = np.random.default_rng(seed)
+    n = int(seconds * RATE)
+    out = np.zeros(n)
+    beat = rng.uniform(0.2, 0.5)
+    for voice in range(2):
+        for onset in np.arange(0, seconds, beat * (1 + voice)):
+            length = min(int(beat * (1 + voice) * RATE), n - int(onset * RATE))
+            t = np.arange(length) / RATE
+            f = 110 * 2 ** (rng.integers(0, 36) / 12) * (2 if voice == 0 else 1)
+            note = sum(np.sin(2 * np.pi * k * f * t) * 0.6 ** k for k in range(1, 8)) * np.exp(-t * rng.uniform(2, 8))
+            start = int(onset * RATE)
+            out[start:start + length] += note * (0.6 if voice else 1.0)
+    return (0.3 * out / (np.abs(out).max() + 1e-9)).astype(np.float32)
+
+
+def with_noise(samples: np.ndarray, snr_db: float, seed: int = 0) -> np.ndarray:
+    """White noise added at `snr_db` below the clip's mean power."""
+    power = float(np.mean(np.square(samples.astype(np.float64))))
+    noise = np.random.default_rng(seed).standard_normal(len(samples)) * np.sqrt(power / 10 ** (snr_db / 10))
+    return (samples + noise).astype(np.float32)
+
+
+# Planted overlaps: benchmark items hidden in a training source, changed the ways copies change.
+AUDIO_KINDS = ("exact copy", "resampled to 44.1 kHz", "gain -12 dB", "cropped", "padded with 1 s of silence",
+               "shifted by 0.37 s", "MP3", "OGG", "MP3 at a low bit rate", "OGG at low quality", "white noise at 20 dB S/N")
+TEXT_CASES = (  # a benchmark question, then with one and with two words swapped for synonyms; its options
+    ("Which instrument plays the main melody in this recording?", "Which instrument performs the main melody in this "
+     "recording?", "Which instrument performs the main tune in this recording?", ["violin", "piano", "flute", "trumpet"]),
+    ("What is the mood of the music in this clip?", "What is the feeling of the music in this clip?",
+     "What is the feeling of the music in this excerpt?", ["calm", "angry", "joyful", "sad"]),
+    ("How many times does the dog bark before the car passes?", "How many times does the dog bark before the "
+     "vehicle passes?", "How many times does the hound bark before the vehicle passes?", ["one", "two", "three", "four"]),
+)
+TEXT_KINDS = ("question copied", "one word swapped", "two words swapped")
+CLEAN_KINDS = ("unrelated clip", "other question, same options", "same question, other options")
+
+
+def planted_clip(index: int, seconds: float = 5.0) -> np.ndarray:
+    """Clip `index` of the planted-overlap set: scene, speech-like and music-like in turn."""
+    kind = index % 3
+    return [scene_clip, speech_like_clip, music_like_clip][kind](index * 7 + kind, seconds)
+
+
+def changed(samples: np.ndarray, kind: str, folder: Path, name: str) -> str:
+    """The clip written as `kind` changes it; returns the file name."""
+    encoded = {"MP3": ("mp3", None), "OGG": ("ogg", None), "MP3 at a low bit rate": ("mp3", 0.9),
+               "OGG at low quality": ("ogg", 0.9)}
+    if kind in encoded:
+        suffix, level = encoded[kind]
+        folder.mkdir(parents=True, exist_ok=True)
+        sf.write(folder / f"{name}.{suffix}", samples, RATE, compression_level=level)
+        return f"{name}.{suffix}"
+    if kind == "resampled to 44.1 kHz":
+        return write(folder / f"{name}.wav", soxr.resample(samples, RATE, 44100), 44100).name
+    samples = {"exact copy": samples, "gain -12 dB": samples * 0.25,
+               "cropped": samples[int(0.73 * RATE) + 17: -int(0.41 * RATE)],
+               "padded with 1 s of silence": np.concatenate([np.zeros(RATE // 2), samples, np.zeros(RATE // 2)]),
+               "shifted by 0.37 s": samples[int(0.37 * RATE):],
+               "white noise at 20 dB S/N": with_noise(samples, 20, seed=len(name))}[kind]
+    return write(folder / f"{name}.wav", np.asarray(samples, np.float32)).name
+
+
+def planted_overlaps(folder: Path, n_clean: int = 60) -> tuple[Path, Path, dict[str, tuple[str, str | None]]]:
+    """A benchmark (MMAU format, with audio) and an AVQA source that hides its items: every audio
+    kind on one scene, one speech-like and one music-like clip; every text kind on each of the
+    TEXT_CASES; and n_clean unrelated items plus near-miss texts that must not be flagged.
+    Returns the source, the benchmark file, and per source id (kind, the benchmark id it copies)."""
+    bench, train = folder / "bench", folder / "train"
+    records, rows, truth = [], [], {}
+    for k, kind in enumerate(AUDIO_KINDS):
+        for j in range(3):
+            b = 3 * k + j
+            clip = planted_clip(b)
+            write(bench / f"b{b}.wav", clip)
+            records.append({"id": f"b{b}", "audio_id": f"b{b}.wav", "question": f"What happens in benchmark scene {b}?",
+                            "choices": [f"event {b}", f"other {b}", f"nothing {b}", f"both {b}"], "answer": f"event {b}"})
+            rows.append(avqa_row(len(rows), changed(clip, kind, train, f"p{b}")))
+            truth[str(len(rows) - 1)] = (kind, f"b{b}")
+    for c, (question, one, two, choices) in enumerate(TEXT_CASES):
+        b = len(records)
+        write(bench / f"b{b}.wav", planted_clip(1000 + c))
+        records.append({"id": f"b{b}", "audio_id": f"b{b}.wav", "question": question, "choices": choices,
+                        "answer": choices[0]})
+        for kind, text in zip(TEXT_KINDS, (question, one, two)):
+            clip = write(train / f"t{c}{kind[0]}.wav", planted_clip(2000 + 10 * c + len(kind))).name
+            rows.append(avqa_row(len(rows), clip, question_text=text, multi_choice=choices[::-1], answer=1))
+            truth[str(len(rows) - 1)] = (kind, f"b{b}")
+        near_misses = [(f"Which of these is the loudest at the end of clip {c}?", choices),
+                       (question, [f"{o} solo" for o in ("drum", "harp", "voice", "choir")])]
+        for kind, (text, options) in zip(CLEAN_KINDS[1:], near_misses):
+            clip = write(train / f"n{c}{kind[0]}.wav", planted_clip(3000 + 10 * c + len(kind))).name
+            rows.append(avqa_row(len(rows), clip, question_text=text, multi_choice=options, answer=0))
+            truth[str(len(rows) - 1)] = (kind, None)
+    for i in range(n_clean):
+        rows.append(avqa_row(len(rows), write(train / f"c{i}.wav", planted_clip(5000 + i)).name))
+        truth[str(len(rows) - 1)] = ("unrelated clip", None)
+    (bench / "bench.json").write_text(json.dumps([r | {"task": "sound"} for r in records]))
+    return write_jsonl(train / "train.jsonl", rows), bench / "bench.json", truth
+
+
+def overlap_table(flagged: dict[str, set[str]], truth: dict[str, tuple[str, str | None]]) -> list[dict]:
+    """Per kind: planted items and how many were found with the right benchmark item, or clean
+    items and how many were flagged at all. `flagged`: source id -> benchmark ids found."""
+    table = []
+    for kind in (*AUDIO_KINDS, *TEXT_KINDS, *CLEAN_KINDS):
+        ids = [sid for sid, (k, _) in truth.items() if k == kind]
+        planted = truth[ids[0]][1] is not None
+        hits = [sid for sid in ids if (truth[sid][1] in flagged.get(sid, set()) if planted else flagged.get(sid))]
+        table.append({"kind": kind, "items": len(ids), "found" if planted else "flagged": len(hits),
+                      "planted": planted})
+    return table

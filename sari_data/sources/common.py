@@ -183,7 +183,7 @@ _PLACEHOLDER = {"sha256": "0" * 64, "path": "-", "duration_s": 1.0, "sample_rate
 
 
 def attach_audio(rows: Iterable[Pending | Quarantine], workspace: Path, settings: CheckSettings,
-                 workers: int) -> Iterator[Item | Clip | Quarantine]:
+                 workers: int | str) -> Iterator[Item | Clip | Quarantine]:
     """Check every pending row's audio in parallel, in order; rows that failed pass straight through."""
     rows = iter(rows)
     passed: deque[Pending | Quarantine] = deque()  # at most the pool's window

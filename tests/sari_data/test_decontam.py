@@ -79,3 +79,28 @@ def test_templated_question_with_other_options_is_not_contamination():
     assert list(reference.text_matches(same, 0.6)) == [("b1", 1.0)]
     assert list(reference.text_matches(other, 0.6)) == []
     assert report(pd.DataFrame(columns=["item_id", "benchmark", "benchmark_id", "method", "score"])).empty
+
+
+def test_question_similarity_by_hand():
+    from sari_data.decontam import question_similarity
+
+    assert question_similarity("a b c d".split(), "a x c d".split(), 8) == 0.75  # 2 x 3 matching words / 8
+    assert question_similarity("a b c d".split(), "a b c d".split(), 8) == 1.0
+    # a copy inside a longer question: 2-grams 3 shared of max(3, 5) = 0.6; the ratio 2 x 4 / 10 is higher
+    assert question_similarity("a b c d".split(), "z a b c d y".split(), 2) == 0.8
+
+
+def test_a_lightly_paraphrased_question_with_the_same_options_is_contamination():
+    from corpus.testing import dummy_item
+    from sari_data.decontam import Reference
+
+    reference = Reference("b", 8)
+    options = ["violin", "piano", "flute", "trumpet"]
+    reference.add_text("b1", "Which instrument plays the main melody in this recording?", options)
+    swapped = dummy_item(question="Which instrument performs the main tune in this recording?", choices=options[::-1],
+                         answer="flute", answer_index=1)
+    other = dummy_item(question="Which of these is the loudest at the very end?", choices=options, answer="flute",
+                       answer_index=2)
+    # words: which instrument plays main melody in this recording (8; "the" dropped), 6 of them kept in order
+    assert list(reference.text_matches(swapped, 0.6)) == [("b1", 0.75)]
+    assert list(reference.text_matches(other, 0.6)) == []

@@ -11,7 +11,7 @@ from sari_data.testing import VARIANTS, variant
 @pytest.fixture(scope="module")
 def indexed():
     clips = [scene_clip(seed, seconds=2.0) for seed in range(300)]
-    index = FingerprintIndex(block=64)  # several chunks and a recent part: every lookup path is used
+    index = FingerprintIndex()  # 300 clips: the table doubles several times on the way
     for i, clip in enumerate(clips):
         index.add(f"clip{i}", fingerprint(clip))
     return clips, index
@@ -49,3 +49,27 @@ def test_gain_and_silence_edges():
     assert 0.4 < ber(fingerprint(clip), fingerprint(scene_clip(2, 3.0)), 0) < 0.6
     assert ber(fingerprint(clip), fingerprint(clip[:1000]), 0) == 1.0  # too little overlap to judge
     assert len(fingerprint(np.zeros(10, np.float32))) == 1 and fingerprint(clip).shape[1] == 2 and MATCH_BER < 0.4
+
+
+def test_waveform_similarity_of_copies_noise_and_other_audio():
+    from sari_data.fingerprint import waveform_similarity
+    from sari_data.testing import music_like_clip, with_noise
+
+    clip = music_like_clip(3, 3.0)
+    assert waveform_similarity(clip, clip, 0) == pytest.approx(1.0, abs=1e-6)
+    assert waveform_similarity(clip, -0.3 * clip, 0) == pytest.approx(1.0, abs=1e-6)  # polarity and gain
+    # 20 dB S/N: 1 / sqrt(1 + 1/100) = 0.995; the 8 kHz view keeps half the noise, so a bit above
+    assert 0.99 < waveform_similarity(clip, with_noise(clip, 20), 0) < 1
+    assert waveform_similarity(clip, clip[2560 + 50:], 10) > 0.99  # 10 frames (160 ms) and 50 samples later
+    assert waveform_similarity(clip, music_like_clip(4, 3.0), 0) < 0.5
+    assert waveform_similarity(clip, clip[:4000], 0) == 0.0  # under MIN_OVERLAP frames: no verdict
+
+
+def test_a_code_posted_cap_times_is_not_posted_again():
+    fp = fingerprint(scene_clip(5, 2.0))
+    index = FingerprintIndex()
+    for i in range(FingerprintIndex.CAP + 3):
+        index.add(f"copy{i}", fp)
+    found = index.query(fp, max_candidates=20)
+    assert {m.key for m in found} == {f"copy{i}" for i in range(FingerprintIndex.CAP)}
+    assert all(m.ber == 0 for m in found)
