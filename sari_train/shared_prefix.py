@@ -24,20 +24,23 @@ thinker's 3-D positions continue from the prompt's real tokens).
 Gradient checkpointing: transformers drops a layer's cache under checkpointing, since replaying a
 layer would write it twice. Our two caches never grow (the prompt pass records, the completion
 pass prepends without storing), so a replay reads and writes the same states and we keep them.
-Under DDP only the completion pass goes through the wrapper (`model`): one forward, one backward,
-and the prompt pass's gradients reach the same parameters before DDP reduces them. FSDP, which
-gathers weights in the wrapper's forward, is refused.
+
+One forward of the model: the completion pass goes through the model (or its DDP wrapper) as any
+pass does, and a pre-hook on the decoder stack runs the prompt pass there, just before the
+completion pass enters it. So both passes run inside the root's forward: under FSDP2 the root's own
+weights (the final norm, with accelerate's carve-outs the embeddings too) are gathered and their
+gradients reduce-scattered after the whole backward, autocast covers both, and DDP sees one forward
+per backward.
 """
 
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import torch
 from transformers.cache_utils import Cache, DynamicLayer
 
-from sari_train.config import ConfigError
 from sari_train.models.adapter import AudioLM
 from sari_train.rollout import Generated
 
@@ -68,60 +71,57 @@ class _AfterPrompt(DynamicLayer):
         return torch.cat([self.keys, key_states], dim=-2), torch.cat([self.values, value_states], dim=-2)
 
 
-def shared_prefix_logits(language_model: torch.nn.Module, model: torch.nn.Module, prompt_embeds: torch.Tensor,
-                         completion_embeds: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor,
-                         group_size: int) -> torch.Tensor:
-    """Logits of the n·G completion positions, the n prompts run once.
-
-    `prompt_embeds` (n, P, H): the prompts' input embeddings; `completion_embeds` (n·G, L, H): the
-    completion tokens' embeddings, the last one unused (it predicts nothing we score); `mask`
-    (n·G, P + L) and `positions` ((…,) n·G, P + L): what the plain pass over prompt + completion
-    uses. `language_model` is the decoder stack (it returns hidden states), `model` the causal LM
-    around it (or its DDP wrapper). Returns (n·G, L, V): row r, column t predicts completion token t."""
-    g, p = group_size, prompt_embeds.shape[1]
-    layers = len(language_model.layers)
-    if any(t != "full_attention" for t in getattr(language_model.config, "layer_types", None) or []):
-        raise NotImplementedError("shared_prefix: sliding-window layers are not supported; set shared_prefix: false")
-    with _checkpointing_keeps_cache(language_model):
-        states = Cache(layers=[_PromptStates() for _ in range(layers)])
-        language_model(inputs_embeds=prompt_embeds[:, :-1], attention_mask=mask[::g, :p - 1],
-                       position_ids=positions[..., ::g, :p - 1], cache=states, use_cache=True)
-        after = Cache(layers=[_AfterPrompt(s.keys.repeat_interleave(g, dim=0), s.values.repeat_interleave(g, dim=0))
-                              for s in states.layers])
-        inputs = torch.cat([prompt_embeds[:, -1:].repeat_interleave(g, dim=0), completion_embeds[:, :-1]], dim=1)
-        out = model(inputs_embeds=inputs, attention_mask=mask[:, :-1], position_ids=positions[..., p - 1:-1],
-                    cache=after, use_cache=True)
-    return out.logits
-
-
 def completion_logits(lm: AudioLM, gen: Generated, group_size: int,
                       model: torch.nn.Module | None = None) -> torch.Tensor:
     """Logits (n·G, L, V) predicting each completion token of a rollout whose rows repeat each
     prompt G times in a row (as the rollout engine returns them); the audio frames come from the
-    cached prompt embeddings, each prompt runs once."""
+    cached prompt embeddings, each prompt runs once. `model` is `lm.model` behind a wrapper (DDP),
+    or `lm.model` itself (FSDP2 shards it in place). Row r, column t predicts completion token t."""
     g, prompt = group_size, gen.prompt
-    _refuse_fsdp(model or lm.model)
     grouped = prompt.input_ids.view(-1, g, prompt.input_ids.shape[1]) if len(prompt.input_ids) % g == 0 else None
     if grouped is None or not bool((grouped == grouped[:, :1]).all()):
         raise ValueError(f"shared_prefix: the {len(prompt.input_ids)} rows are not groups of {g} rows with one prompt")
+    language_model = lm.language_model
+    if any(t != "full_attention" for t in getattr(language_model.config, "layer_types", None) or []):
+        raise NotImplementedError("shared_prefix: sliding-window layers are not supported; set shared_prefix: false")
+    p = prompt.input_ids.shape[1]
     ids = torch.cat([prompt.input_ids, gen.completion_ids], dim=1)
     mask = torch.cat([prompt.attention_mask, gen.completion_mask], dim=1)
     positions = lm.position_ids(ids, mask, prompt.feature_attention_mask)
-    prompts = lm.embed(prompt.input_ids[::g], gen.prompt_embeds[::g])  # text afresh (trained), audio frames cached
-    completions = lm.model.get_input_embeddings()(gen.completion_ids)
-    return shared_prefix_logits(lm.language_model, model or lm.model, prompts, completions, mask, positions, g)
+
+    def prompt_pass() -> Cache:
+        """The n prompts but their last token (text embedded afresh, so it is trained; audio frames
+        cached), each layer's keys and values repeated for the G rows of its group."""
+        embeds = lm.embed(prompt.input_ids[::g, :-1], gen.prompt_embeds[::g, :-1])
+        states = Cache(layers=[_PromptStates() for _ in language_model.layers])
+        language_model(inputs_embeds=embeds, attention_mask=mask[::g, :p - 1],
+                       position_ids=positions[..., ::g, :p - 1], cache=states, use_cache=True)
+        return Cache(layers=[_AfterPrompt(s.keys.repeat_interleave(g, dim=0), s.values.repeat_interleave(g, dim=0))
+                             for s in states.layers])
+
+    # the completion pass: [last prompt token, completion[:-1]], the L positions that predict the completion
+    inputs = torch.cat([prompt.input_ids[:, -1:], gen.completion_ids[:, :-1]], dim=1)
+    with _checkpointing_keeps_cache(language_model), _first(language_model, prompt_pass):
+        out = (model or lm.model)(input_ids=inputs, attention_mask=mask[:, :-1], position_ids=positions[..., p - 1:-1],
+                                  use_cache=True)
+    return out.logits
 
 
-FSDP_REFUSED = ("shared_prefix does not run under FSDP (its prompt pass bypasses FSDP's root wrapper); "
-                "set shared_prefix: false, or launch with DDP")
+@contextmanager
+def _first(language_model: torch.nn.Module, prompt_pass: Callable[[], Cache]) -> Iterator[None]:
+    """Run the prompt pass inside the model's forward, when the completion pass reaches the decoder
+    stack, and hand its states to that pass as its cache: the root's weights (FSDP2 gathers them in
+    the root's forward), autocast and DDP's one forward per backward then cover both passes."""
 
+    def hook(_module: torch.nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+        handle.remove()  # the prompt pass enters the same module
+        return args, {**kwargs, "cache": prompt_pass()}
 
-def _refuse_fsdp(model: torch.nn.Module) -> None:
-    """FSDP gathers the root's weights only in the root's own forward, which the prompt pass skips."""
-    from torch.distributed.fsdp import FSDPModule, FullyShardedDataParallel
-
-    if isinstance(model, (FSDPModule, FullyShardedDataParallel)):
-        raise ConfigError(FSDP_REFUSED)
+    handle = language_model.register_forward_pre_hook(hook, with_kwargs=True)
+    try:
+        yield
+    finally:
+        handle.remove()
 
 
 @contextmanager

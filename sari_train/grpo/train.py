@@ -147,8 +147,6 @@ def train_grpo(config: GRPOConfig) -> dict[str, Any]:
     from accelerate.utils import gather_object
 
     accelerator = make_accelerator(config.dtype)
-    if config.shared_prefix and accelerator.distributed_type.value == "FSDP":  # say so before loading anything
-        raise ConfigError(shared_prefix.FSDP_REFUSED)
     rank, world, device = accelerator.process_index, accelerator.num_processes, accelerator.device
     seed_everything(config.seed)
     reward_fns = make_rewards(config.rewards, explicit=config.prompt.format != "implicit")
