@@ -96,6 +96,8 @@ def completion_logits(lm: AudioLM, gen: Generated, group_size: int,
         states = Cache(layers=[_PromptStates() for _ in language_model.layers])
         language_model(inputs_embeds=embeds, attention_mask=mask[::g, :p - 1],
                        position_ids=positions[..., ::g, :p - 1], cache=states, use_cache=True)
+        for layer, state in zip(language_model.layers, states.layers):
+            _gather_for_their_backward(layer, state.keys, state.values)
         return Cache(layers=[_AfterPrompt(s.keys.repeat_interleave(g, dim=0), s.values.repeat_interleave(g, dim=0))
                              for s in states.layers])
 
@@ -122,6 +124,20 @@ def _first(language_model: torch.nn.Module, prompt_pass: Callable[[], Cache]) ->
         yield
     finally:
         handle.remove()
+
+
+def _gather_for_their_backward(layer: torch.nn.Module, *states: torch.Tensor) -> None:
+    """FSDP2 gathers a layer's weights for its backward when a gradient reaches the layer's output,
+    but the prompt pass's gradients enter each layer through its keys and values (the completion
+    pass attends to them), after the completion pass has resharded the layer. Their gradients now
+    trigger the layer's pre-backward too: a second gather, and a second reduce-scatter (after the
+    layer's input gradient, or at the end of the backward) that adds them to the sharded gradients."""
+    from torch.distributed.fsdp import FSDPModule
+
+    if isinstance(layer, FSDPModule) and torch.is_grad_enabled():
+        for tensor in states:
+            if tensor.requires_grad:
+                tensor.register_hook(layer._get_fsdp_state()._pre_backward)
 
 
 @contextmanager

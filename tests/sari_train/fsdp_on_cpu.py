@@ -1,14 +1,16 @@
 """`sari-train` with accelerate switched to FSDP2 on CPU processes (for tests).
 
-accelerate 1.15 picks FSDP only for GPU launches: on CPU, `accelerate launch --use_fsdp` quietly
-runs DDP over gloo. torch's `fully_shard` itself works on a CPU mesh, so this shim sets the
-accelerator's state to FSDP2 (as `--use_fsdp --fsdp_version 2` would on GPUs) and runs the CLI:
+accelerate picks FSDP only for GPU launches: on CPU, `accelerate launch --use_fsdp` quietly runs
+DDP over gloo. torch's `fully_shard` itself works on a CPU mesh, so this shim sets the state to
+FSDP2 (as `--use_fsdp --fsdp_version 2` would on GPUs: in the process-wide state too, which every
+later `AcceleratorState()` copies, so `is_fsdp2` stays true after `prepare`) and runs the CLI:
 
     torchrun --nproc_per_node 2 tests/sari_train/fsdp_on_cpu.py sft --config ...
 """
 
 import sys
 
+from accelerate.state import PartialState
 from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin
 
 import sari_train.grpo.train
@@ -25,7 +27,7 @@ def fsdp2_accelerator(dtype: str = "float32"):
                                             reshard_after_forward=True, state_dict_type="FULL_STATE_DICT")
     if accelerator.state.mixed_precision != "no":
         plugin.set_mixed_precision(accelerator.state.mixed_precision)
-    accelerator.state.distributed_type = DistributedType.FSDP
+    accelerator.state.distributed_type = PartialState._shared_state["distributed_type"] = DistributedType.FSDP
     accelerator.state.fsdp_plugin = plugin
     assert accelerator.is_fsdp2
     return accelerator
