@@ -28,9 +28,11 @@ pass prepends without storing), so a replay reads and writes the same states and
 One forward of the model: the completion pass goes through the model (or its DDP wrapper) as any
 pass does, and a pre-hook on the decoder stack runs the prompt pass there, just before the
 completion pass enters it. So both passes run inside the root's forward: under FSDP2 the root's own
-weights (the final norm, with accelerate's carve-outs the embeddings too) are gathered and their
-gradients reduce-scattered after the whole backward, autocast covers both, and DDP sees one forward
-per backward.
+weights (the final norm; the embeddings too unless accelerate made them a unit of their own) are
+gathered and their gradients reduce-scattered after the whole backward, autocast covers both, and
+DDP sees one forward per backward. One more FSDP2 detail: the prompt states' gradients reach each
+layer through its keys and values, not its output, so they ask for the layer's weights themselves
+(`_gather_for_their_backward`).
 """
 
 from __future__ import annotations
@@ -131,7 +133,8 @@ def _gather_for_their_backward(layer: torch.nn.Module, *states: torch.Tensor) ->
     but the prompt pass's gradients enter each layer through its keys and values (the completion
     pass attends to them), after the completion pass has resharded the layer. Their gradients now
     trigger the layer's pre-backward too: a second gather, and a second reduce-scatter (after the
-    layer's input gradient, or at the end of the backward) that adds them to the sharded gradients."""
+    layer's input gradient, or at the end of the backward) that adds them to the sharded gradients.
+    `_pre_backward` is the hook FSDP2 itself puts on a layer's outputs (private; test_fsdp.py runs it)."""
     from torch.distributed.fsdp import FSDPModule
 
     if isinstance(layer, FSDPModule) and torch.is_grad_enabled():

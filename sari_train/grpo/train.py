@@ -39,6 +39,7 @@ from sari_train.data import Example, data_source
 from sari_train.grpo import losses
 from sari_train.grpo.curriculum import CurriculumSampler
 from sari_train.grpo.groups import Groups, Tally, cat, pooled_std, step_metrics
+from sari_train.grpo.reference import load_reference
 from sari_train.grpo.rewards import Reward, hacked, make_rewards, score
 from sari_train.models.adapter import AudioLM
 from sari_train.prompts import messages
@@ -154,10 +155,7 @@ def train_grpo(config: GRPOConfig) -> dict[str, Any]:
     sampler = make_sampler(config, examples)
     by_id = {e.id: e for e in examples if e.id in set(sampler.ids)}
 
-    reference = None
-    if config.beta > 0 and config.lora is None:  # under LoRA the reference is the base, adapters off
-        reference = AudioLM.load(config.model, dtype=config.dtype, device=str(device))
-        reference.model.requires_grad_(False).eval()
+    reference = load_reference(config, accelerator)  # None when β = 0 or under LoRA
     run = start_run(config, accelerator, sampler, config.max_steps * config.num_iterations)
     lm, peft_model, model, scheduler, log = run.lm, run.peft_model, run.model, run.scheduler, run.log
     run.policy_mode()  # no dropout in RL: sampling and the loss see the same function
