@@ -73,42 +73,56 @@ class _AfterPrompt(DynamicLayer):
         return torch.cat([self.keys, key_states], dim=-2), torch.cat([self.values, value_states], dim=-2)
 
 
-def completion_logits(lm: AudioLM, gen: Generated, group_size: int,
-                      model: torch.nn.Module | None = None) -> torch.Tensor:
-    """Logits (n·G, L, V) predicting each completion token of a rollout whose rows repeat each
-    prompt G times in a row (as the rollout engine returns them); the audio frames come from the
-    cached prompt embeddings, each prompt runs once. `model` is `lm.model` behind a wrapper (DDP),
-    or `lm.model` itself (FSDP2 shards it in place). Row r, column t predicts completion token t."""
-    g, prompt = group_size, gen.prompt
-    grouped = prompt.input_ids.view(-1, g, prompt.input_ids.shape[1]) if len(prompt.input_ids) % g == 0 else None
-    if grouped is None or not bool((grouped == grouped[:, :1]).all()):
-        raise ValueError(f"shared_prefix: the {len(prompt.input_ids)} rows are not groups of {g} rows with one prompt")
-    language_model = lm.language_model
+def shared_prefix_logits(language_model: torch.nn.Module, model: torch.nn.Module,
+                         prompt_embeds: Callable[[], torch.Tensor], completion_ids: torch.Tensor, mask: torch.Tensor,
+                         positions: torch.Tensor, group_size: int) -> torch.Tensor:
+    """Logits of the n·G completion positions, the n prompts run once.
+
+    `prompt_embeds()` gives the n prompts' input embeddings but the last token's, (n, P − 1, H) (it
+    is called inside the model's forward); `completion_ids` (n·G, L) the last prompt token, then
+    the completion's tokens but the last (the L positions that predict the completion); `mask`
+    (n·G, P + L) and `positions` ((…,) n·G, P + L): what the plain pass over prompt + completion
+    uses. `language_model` is the decoder stack (it returns hidden states), `model` the causal LM
+    around it (or its DDP wrapper). Returns (n·G, L, V): row r, column t predicts completion token t."""
+    g, p = group_size, mask.shape[1] - completion_ids.shape[1]
     if any(t != "full_attention" for t in getattr(language_model.config, "layer_types", None) or []):
         raise NotImplementedError("shared_prefix: sliding-window layers are not supported; set shared_prefix: false")
-    p = prompt.input_ids.shape[1]
-    ids = torch.cat([prompt.input_ids, gen.completion_ids], dim=1)
-    mask = torch.cat([prompt.attention_mask, gen.completion_mask], dim=1)
-    positions = lm.position_ids(ids, mask, prompt.feature_attention_mask)
 
     def prompt_pass() -> Cache:
-        """The n prompts but their last token (text embedded afresh, so it is trained; audio frames
-        cached), each layer's keys and values repeated for the G rows of its group."""
-        embeds = lm.embed(prompt.input_ids[::g, :-1], gen.prompt_embeds[::g, :-1])
+        """Each layer's keys and values of the n prompts, repeated for the G rows of each group."""
         states = Cache(layers=[_PromptStates() for _ in language_model.layers])
-        language_model(inputs_embeds=embeds, attention_mask=mask[::g, :p - 1],
+        language_model(inputs_embeds=prompt_embeds(), attention_mask=mask[::g, :p - 1],
                        position_ids=positions[..., ::g, :p - 1], cache=states, use_cache=True)
         for layer, state in zip(language_model.layers, states.layers):
             _gather_for_their_backward(layer, state.keys, state.values)
         return Cache(layers=[_AfterPrompt(s.keys.repeat_interleave(g, dim=0), s.values.repeat_interleave(g, dim=0))
                              for s in states.layers])
 
-    # the completion pass: [last prompt token, completion[:-1]], the L positions that predict the completion
-    inputs = torch.cat([prompt.input_ids[:, -1:], gen.completion_ids[:, :-1]], dim=1)
     with _checkpointing_keeps_cache(language_model), _first(language_model, prompt_pass):
-        out = (model or lm.model)(input_ids=inputs, attention_mask=mask[:, :-1], position_ids=positions[..., p - 1:-1],
-                                  use_cache=True)
+        out = model(input_ids=completion_ids, attention_mask=mask[:, :-1], position_ids=positions[..., p - 1:-1],
+                    use_cache=True)
     return out.logits
+
+
+def completion_logits(lm: AudioLM, gen: Generated, group_size: int,
+                      model: torch.nn.Module | None = None) -> torch.Tensor:
+    """Logits (n·G, L, V) predicting each completion token of a rollout whose rows repeat each
+    prompt G times in a row (as the rollout engine returns them); the audio frames come from the
+    cached prompt embeddings, each prompt runs once. `model` is `lm.model` behind a wrapper (DDP),
+    or `lm.model` itself (FSDP2 shards it in place)."""
+    g, prompt = group_size, gen.prompt
+    grouped = prompt.input_ids.view(-1, g, prompt.input_ids.shape[1]) if len(prompt.input_ids) % g == 0 else None
+    if grouped is None or not bool((grouped == grouped[:, :1]).all()):
+        raise ValueError(f"shared_prefix: the {len(prompt.input_ids)} rows are not groups of {g} rows with one prompt")
+    ids = torch.cat([prompt.input_ids, gen.completion_ids], dim=1)
+    mask = torch.cat([prompt.attention_mask, gen.completion_mask], dim=1)
+    positions = lm.position_ids(ids, mask, prompt.feature_attention_mask)
+
+    def prompts() -> torch.Tensor:  # the text embedded afresh (so it is trained), the audio frames cached
+        return lm.embed(prompt.input_ids[::g, :-1], gen.prompt_embeds[::g, :-1])
+
+    completions = torch.cat([prompt.input_ids[:, -1:], gen.completion_ids[:, :-1]], dim=1)
+    return shared_prefix_logits(lm.language_model, model or lm.model, prompts, completions, mask, positions, g)
 
 
 @contextmanager
