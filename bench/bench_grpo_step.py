@@ -116,7 +116,8 @@ def our_step_times(folder: Path, steps: int) -> Clock:
     def completion_logits(model, completion, full_mask):
         embed = model.get_input_embeddings()
         positions = (full_mask.long().cumsum(-1) - 1).clamp(min=0)  # real tokens before each (AudioLM.position_ids)
-        return shared_prefix_logits(model.model, model, embed(ids), embed(completion), full_mask, positions, G)
+        inputs = torch.cat([ids[:, -1:].repeat_interleave(G, 0), completion[:, :-1]], 1)
+        return shared_prefix_logits(model.model, model, lambda: embed(ids[:, :-1]), inputs, full_mask, positions, G)
 
     clock = Clock()
     for _ in range(steps + 1):

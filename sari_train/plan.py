@@ -9,7 +9,9 @@ thinker's vision tower. Memory per GPU is arithmetic on those counts and the pre
 
 - weights: trained weights in float32 (master weights), frozen ones in `dtype`; sharded over the
   GPUs by FSDP2 (plus the two decoder layers FSDP gathers at a time); the GRPO reference model
-  (β > 0 without LoRA) is a whole `dtype` copy on every GPU.
+  (β > 0 without LoRA) in `dtype`: sharded like the policy under FSDP (its no-grad pass gathers
+  one unit at a time and frees it, before the policy's pass, so at the peak it holds its shards
+  only), a whole copy on every GPU under DDP (sari_train/grpo/reference.py).
 - gradients: float32, one per trained weight; DDP keeps a second copy in its all-reduce buckets.
 - optimizer: AdamW's two float32 moments per trained weight.
 - activations: what autograd keeps for one micro-batch (sequences × tokens): per token and decoder
@@ -228,7 +230,7 @@ def memory_per_gpu(d: Dims, work: Workload, strategy: str, gpus: int, lora_rank:
         weights += 2 * decoder_layer_params(d) * low  # the layers gathered for compute (one in flight, one prefetched)
     gradients = trained * 4 * (2 if strategy == "ddp" and gpus > 1 else 1) / shards  # DDP buckets
     if work.reference and not lora_rank:  # under LoRA the reference is the base with adapters off
-        weights += counts.total * low
+        weights += counts.total * low / (gpus if strategy == "fsdp" else 1)
 
     tokens = work.sequences * (work.prompt_tokens + work.completion_tokens)
     per_layer_token = (34 * d.hidden + 8 * d.intermediate) if work.mixed else (40 * d.hidden + 16 * d.intermediate)
@@ -397,7 +399,7 @@ def describe(model: str, d: Dims, work: Workload, stage: str, gpus: int, gpu_mem
             f"{f', rollouts of {work.rollout_prompts} prompt(s) × G={work.generations}' if stage == 'grpo' else ''}, "
             f"{'bf16 autocast over float32 master weights' if work.mixed else 'float32'}"
             f"{', audio encoder trained' if work.train_audio else ''}"
-            f"{', reference model on every GPU' if work.reference else ''}\n"
+            f"{', a reference model (sharded under fsdp)' if work.reference else ''}\n"
             f"per GPU in GiB on {gpus} × {gpu_memory_gib:g} GiB (total: the peak; fits: total ≤ {HEADROOM:.0%} of a GPU):")
     rows = plan_rows(d, work, gpus, gpu_memory_gib, preset=setup)
     text = head + "\n" + format_table(rows) + "\n"

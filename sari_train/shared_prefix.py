@@ -24,20 +24,25 @@ thinker's 3-D positions continue from the prompt's real tokens).
 Gradient checkpointing: transformers drops a layer's cache under checkpointing, since replaying a
 layer would write it twice. Our two caches never grow (the prompt pass records, the completion
 pass prepends without storing), so a replay reads and writes the same states and we keep them.
-Under DDP only the completion pass goes through the wrapper (`model`): one forward, one backward,
-and the prompt pass's gradients reach the same parameters before DDP reduces them. FSDP, which
-gathers weights in the wrapper's forward, is refused.
+
+One forward of the model: the completion pass goes through the model (or its DDP wrapper) as any
+pass does, and a pre-hook on the decoder stack runs the prompt pass there, just before the
+completion pass enters it. So both passes run inside the root's forward: under FSDP2 the root's own
+weights (the final norm; the embeddings too unless accelerate made them a unit of their own) are
+gathered and their gradients reduce-scattered after the whole backward, autocast covers both, and
+DDP sees one forward per backward. One more FSDP2 detail: the prompt states' gradients reach each
+layer through its keys and values, not its output, so they ask for the layer's weights themselves
+(`_gather_for_their_backward`).
 """
 
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import torch
 from transformers.cache_utils import Cache, DynamicLayer
 
-from sari_train.config import ConfigError
 from sari_train.models.adapter import AudioLM
 from sari_train.rollout import Generated
 
@@ -68,29 +73,34 @@ class _AfterPrompt(DynamicLayer):
         return torch.cat([self.keys, key_states], dim=-2), torch.cat([self.values, value_states], dim=-2)
 
 
-def shared_prefix_logits(language_model: torch.nn.Module, model: torch.nn.Module, prompt_embeds: torch.Tensor,
-                         completion_embeds: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor,
-                         group_size: int) -> torch.Tensor:
+def shared_prefix_logits(language_model: torch.nn.Module, model: torch.nn.Module,
+                         prompt_embeds: Callable[[], torch.Tensor], completion_ids: torch.Tensor, mask: torch.Tensor,
+                         positions: torch.Tensor, group_size: int) -> torch.Tensor:
     """Logits of the n·G completion positions, the n prompts run once.
 
-    `prompt_embeds` (n, P, H): the prompts' input embeddings; `completion_embeds` (n·G, L, H): the
-    completion tokens' embeddings, the last one unused (it predicts nothing we score); `mask`
+    `prompt_embeds()` gives the n prompts' input embeddings but the last token's, (n, P − 1, H) (it
+    is called inside the model's forward); `completion_ids` (n·G, L) the last prompt token, then
+    the completion's tokens but the last (the L positions that predict the completion); `mask`
     (n·G, P + L) and `positions` ((…,) n·G, P + L): what the plain pass over prompt + completion
     uses. `language_model` is the decoder stack (it returns hidden states), `model` the causal LM
     around it (or its DDP wrapper). Returns (n·G, L, V): row r, column t predicts completion token t."""
-    g, p = group_size, prompt_embeds.shape[1]
-    layers = len(language_model.layers)
+    g, p = group_size, mask.shape[1] - completion_ids.shape[1]
     if any(t != "full_attention" for t in getattr(language_model.config, "layer_types", None) or []):
         raise NotImplementedError("shared_prefix: sliding-window layers are not supported; set shared_prefix: false")
-    with _checkpointing_keeps_cache(language_model):
-        states = Cache(layers=[_PromptStates() for _ in range(layers)])
-        language_model(inputs_embeds=prompt_embeds[:, :-1], attention_mask=mask[::g, :p - 1],
+
+    def prompt_pass() -> Cache:
+        """Each layer's keys and values of the n prompts, repeated for the G rows of each group."""
+        states = Cache(layers=[_PromptStates() for _ in language_model.layers])
+        language_model(inputs_embeds=prompt_embeds(), attention_mask=mask[::g, :p - 1],
                        position_ids=positions[..., ::g, :p - 1], cache=states, use_cache=True)
-        after = Cache(layers=[_AfterPrompt(s.keys.repeat_interleave(g, dim=0), s.values.repeat_interleave(g, dim=0))
-                              for s in states.layers])
-        inputs = torch.cat([prompt_embeds[:, -1:].repeat_interleave(g, dim=0), completion_embeds[:, :-1]], dim=1)
-        out = model(inputs_embeds=inputs, attention_mask=mask[:, :-1], position_ids=positions[..., p - 1:-1],
-                    cache=after, use_cache=True)
+        for layer, state in zip(language_model.layers, states.layers):
+            _gather_for_their_backward(layer, state.keys, state.values)
+        return Cache(layers=[_AfterPrompt(s.keys.repeat_interleave(g, dim=0), s.values.repeat_interleave(g, dim=0))
+                             for s in states.layers])
+
+    with _checkpointing_keeps_cache(language_model), _first(language_model, prompt_pass):
+        out = model(input_ids=completion_ids, attention_mask=mask[:, :-1], position_ids=positions[..., p - 1:-1],
+                    use_cache=True)
     return out.logits
 
 
@@ -98,30 +108,53 @@ def completion_logits(lm: AudioLM, gen: Generated, group_size: int,
                       model: torch.nn.Module | None = None) -> torch.Tensor:
     """Logits (n·G, L, V) predicting each completion token of a rollout whose rows repeat each
     prompt G times in a row (as the rollout engine returns them); the audio frames come from the
-    cached prompt embeddings, each prompt runs once."""
+    cached prompt embeddings, each prompt runs once. `model` is `lm.model` behind a wrapper (DDP),
+    or `lm.model` itself (FSDP2 shards it in place)."""
     g, prompt = group_size, gen.prompt
-    _refuse_fsdp(model or lm.model)
     grouped = prompt.input_ids.view(-1, g, prompt.input_ids.shape[1]) if len(prompt.input_ids) % g == 0 else None
     if grouped is None or not bool((grouped == grouped[:, :1]).all()):
         raise ValueError(f"shared_prefix: the {len(prompt.input_ids)} rows are not groups of {g} rows with one prompt")
     ids = torch.cat([prompt.input_ids, gen.completion_ids], dim=1)
     mask = torch.cat([prompt.attention_mask, gen.completion_mask], dim=1)
     positions = lm.position_ids(ids, mask, prompt.feature_attention_mask)
-    prompts = lm.embed(prompt.input_ids[::g], gen.prompt_embeds[::g])  # text afresh (trained), audio frames cached
-    completions = lm.model.get_input_embeddings()(gen.completion_ids)
+
+    def prompts() -> torch.Tensor:  # the text embedded afresh (so it is trained), the audio frames cached
+        return lm.embed(prompt.input_ids[::g, :-1], gen.prompt_embeds[::g, :-1])
+
+    completions = torch.cat([prompt.input_ids[:, -1:], gen.completion_ids[:, :-1]], dim=1)
     return shared_prefix_logits(lm.language_model, model or lm.model, prompts, completions, mask, positions, g)
 
 
-FSDP_REFUSED = ("shared_prefix does not run under FSDP (its prompt pass bypasses FSDP's root wrapper); "
-                "set shared_prefix: false, or launch with DDP")
+@contextmanager
+def _first(language_model: torch.nn.Module, prompt_pass: Callable[[], Cache]) -> Iterator[None]:
+    """Run the prompt pass inside the model's forward, when the completion pass reaches the decoder
+    stack, and hand its states to that pass as its cache: the root's weights (FSDP2 gathers them in
+    the root's forward), autocast and DDP's one forward per backward then cover both passes."""
+
+    def hook(_module: torch.nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+        handle.remove()  # the prompt pass enters the same module
+        return args, {**kwargs, "cache": prompt_pass()}
+
+    handle = language_model.register_forward_pre_hook(hook, with_kwargs=True)
+    try:
+        yield
+    finally:
+        handle.remove()
 
 
-def _refuse_fsdp(model: torch.nn.Module) -> None:
-    """FSDP gathers the root's weights only in the root's own forward, which the prompt pass skips."""
-    from torch.distributed.fsdp import FSDPModule, FullyShardedDataParallel
+def _gather_for_their_backward(layer: torch.nn.Module, *states: torch.Tensor) -> None:
+    """FSDP2 gathers a layer's weights for its backward when a gradient reaches the layer's output,
+    but the prompt pass's gradients enter each layer through its keys and values (the completion
+    pass attends to them), after the completion pass has resharded the layer. Their gradients now
+    trigger the layer's pre-backward too: a second gather, and a second reduce-scatter (after the
+    layer's input gradient, or at the end of the backward) that adds them to the sharded gradients.
+    `_pre_backward` is the hook FSDP2 itself puts on a layer's outputs (private; test_fsdp.py runs it)."""
+    from torch.distributed.fsdp import FSDPModule
 
-    if isinstance(model, (FSDPModule, FullyShardedDataParallel)):
-        raise ConfigError(FSDP_REFUSED)
+    if isinstance(layer, FSDPModule) and torch.is_grad_enabled():
+        for tensor in states:
+            if tensor.requires_grad:
+                tensor.register_hook(layer._get_fsdp_state()._pre_backward)
 
 
 @contextmanager

@@ -41,6 +41,7 @@ from sari_train.data import Example, data_source
 from sari_train.grpo import losses
 from sari_train.grpo.curriculum import CurriculumSampler
 from sari_train.grpo.groups import Groups, Tally, cat, pooled_std, step_metrics
+from sari_train.grpo.reference import load_reference
 from sari_train.grpo.rewards import Reward, hacked, make_rewards, score
 from sari_train.models.adapter import AudioLM, PromptTooLong
 from sari_train.prompts import messages
@@ -200,8 +201,6 @@ def train_grpo(config: GRPOConfig) -> dict[str, Any]:
     from accelerate.utils import gather_object
 
     accelerator = make_accelerator(config.dtype)
-    if config.shared_prefix and accelerator.distributed_type.value == "FSDP":  # say so before loading anything
-        raise ConfigError(shared_prefix.FSDP_REFUSED)
     rank, world, device = accelerator.process_index, accelerator.num_processes, accelerator.device
     seed_everything(config.seed)
     reward_fns = make_rewards(config.rewards, explicit=config.prompt.format != "implicit")
@@ -210,11 +209,7 @@ def train_grpo(config: GRPOConfig) -> dict[str, Any]:
     config = config.with_steps(len(sampler.ids), config.prompts_per_batch * config.grad_accum * world)
     by_id = {e.id: e for e in examples if e.id in set(sampler.ids)}
 
-    reference = None
-    if config.beta > 0 and config.lora is None:  # under LoRA the reference is the base, adapters off
-        reference = AudioLM.load(config.model, dtype=config.dtype, device=str(device),
-                                 attn_implementation=config.attn_implementation)
-        reference.model.requires_grad_(False).eval()
+    reference = load_reference(config, accelerator)  # None when β = 0 or under LoRA
     run = start_run(config, accelerator, sampler, config.max_steps * config.num_iterations,
                     train_audio=not config.freeze_audio_tower)
     lm, peft_model, model, scheduler, log = run.lm, run.peft_model, run.model, run.scheduler, run.log

@@ -274,7 +274,9 @@ class AudioLM:
         The text part is embedded afresh (so its gradient flows to the embedding table); only the
         audio frames are taken from the cached prompt embeddings (the encoder does not rerun).
         """
-        embeds = self.model.get_input_embeddings()(input_ids)
+        return self._with_audio(self.model.get_input_embeddings()(input_ids), input_ids, prompt_embeds)
+
+    def _with_audio(self, embeds: torch.Tensor, input_ids: torch.Tensor, prompt_embeds: torch.Tensor) -> torch.Tensor:
         prompt_len = prompt_embeds.shape[1]
         audio = (input_ids[:, :prompt_len] == self.audio_token_id).unsqueeze(-1)
         prompt_part = torch.where(audio, prompt_embeds.to(embeds.dtype), embeds[:, :prompt_len])
@@ -284,11 +286,21 @@ class AudioLM:
                feature_attention_mask: torch.Tensor | None = None,
                model: torch.nn.Module | None = None) -> torch.Tensor:
         """Next-token logits for prompt+completion sequences, reusing the prompts' audio embeddings.
-        `model` is the same model behind a wrapper (DDP under accelerate), so gradients sync."""
+        `model` is the same model behind a wrapper (DDP under accelerate), so gradients sync. The
+        model embeds the ids itself and a pre-hook on the decoder stack puts the cached audio frames
+        in: every weight is used inside the model's forward, where FSDP2 gathers it."""
         extra = {"feature_attention_mask": feature_attention_mask} if self.needs_feature_mask else {}
         positions = self.position_ids(input_ids, attention_mask, feature_attention_mask)
-        out = (model or self.model)(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions,
-                                    inputs_embeds=self.embed(input_ids, prompt_embeds), use_cache=False, **extra)
+
+        def cached_audio(_module: torch.nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+            return args, {**kwargs, "inputs_embeds": self._with_audio(kwargs["inputs_embeds"], input_ids, prompt_embeds)}
+
+        handle = self.language_model.register_forward_pre_hook(cached_audio, with_kwargs=True)
+        try:
+            out = (model or self.model)(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions,
+                                        use_cache=False, **extra)
+        finally:
+            handle.remove()
         return out.logits
 
     @property

@@ -16,7 +16,8 @@ def test_audio_token_count_matches_the_encoder_arithmetic():
 def test_cached_prompt_embeddings_give_the_models_own_logits(tiny_lm):
     batch = tiny_lm.encode_prompts(PROMPTS, noise_clips(2, seconds=2.5))
     with torch.no_grad():
-        reference = tiny_lm.model(**batch.model_inputs()).logits
+        positions = tiny_lm.position_ids(batch.input_ids, batch.attention_mask, batch.feature_attention_mask)
+        reference = tiny_lm.model(**batch.model_inputs(), position_ids=positions).logits  # the one position rule
         ours = tiny_lm.logits(batch.input_ids, batch.attention_mask, tiny_lm.prompt_embeddings(batch),
                               batch.feature_attention_mask)
     assert torch.equal(reference, ours)

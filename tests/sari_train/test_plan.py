@@ -64,6 +64,8 @@ def test_memory_by_hand():
     parts = plan.memory_per_gpu(TINY, grpo, "ddp", gpus=1)
     assert parts["kv_cache"] == 4 * 4 * 2 * 2 * 1 * 4 * 2  # G·tokens · (k, v) · layers · kv dim · bf16
     assert parts["weights"] == lm * 4 + (total - lm) * 2 + total * 2  # + the reference model
+    sharded = plan.memory_per_gpu(TINY, grpo, "fsdp", gpus=4)["weights"]
+    assert sharded == (lm * 4 + (total - lm) * 2) / 4 + 2 * 608 * 2 + total * 2 / 4  # the reference sharded too
     assert plan.memory_per_gpu(TINY, grpo, "ddp", gpus=1, lora_rank=2)["weights"] == (
         plan.lora_params(TINY, 2) * 4 + total * 2)  # LoRA: the base with adapters off is the reference
 
