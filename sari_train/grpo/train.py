@@ -307,11 +307,18 @@ def sync_vllm(engine: Any, peft_model: Any) -> float:
 
 
 def make_sampler(config: GRPOConfig, examples: list[Example]) -> CurriculumSampler:
-    """The prompt order; curriculum mode uses items with a bucket (items at 0/k have none)."""
-    difficulty = data_source(config).difficulty(config.split, config.difficulty_model)
+    """The prompt order; curriculum mode uses items with a bucket (items at 0/k have none). Random
+    order reads difficulty only for the band-pass's starting rates."""
+    needed = config.sampler == "curriculum" or config.band is not None
+    difficulty = data_source(config).difficulty(config.split, config.difficulty_model) if needed else {}
     ids = [e.id for e in examples]
     if config.sampler == "curriculum":
-        ids = [i for i in ids if i in difficulty and difficulty[i].bucket is not None]
+        scored = [difficulty[i] for i in ids if i in difficulty]
+        ids = [d.item_id for d in scored if d.bucket is not None]
+        if scored and not ids:
+            raise ConfigError(f"the curriculum is empty: all {len(scored)} scored items of split {config.split!r} "
+                              f"were answered 0/{scored[0].k} by {scored[0].model} and left out; score with a "
+                              f"model that answers some correctly, or set sampler: random")
         if not ids:
             fix = "use its `rl` config (a `bucket` column)" if config.dataset else "run `sari-data difficulty` first"
             raise ConfigError(f"no item of split {config.split!r} in {config.dataset or config.workspace} has a "
