@@ -313,11 +313,11 @@ def make_sampler(config: GRPOConfig, examples: list[Example]) -> CurriculumSampl
     difficulty = data_source(config).difficulty(config.split, config.difficulty_model) if needed else {}
     ids = [e.id for e in examples]
     if config.sampler == "curriculum":
-        scored = [difficulty[i] for i in ids if i in difficulty]
-        ids = [d.item_id for d in scored if d.bucket is not None]
+        scored = [i for i in ids if i in difficulty]
+        ids = [i for i in scored if difficulty[i].bucket is not None]
         if scored and not ids:
             raise ConfigError(f"the curriculum is empty: all {len(scored)} scored items of split {config.split!r} "
-                              f"were answered 0/{scored[0].k} by {scored[0].model} and left out; score with a "
+                              f"were never answered correctly (0/k) and left out (SARI's rule); score with a "
                               f"model that answers some correctly, or set sampler: random")
         if not ids:
             fix = "use its `rl` config (a `bucket` column)" if config.dataset else "run `sari-data difficulty` first"

@@ -93,7 +93,7 @@ def test_difficulty_that_drops_every_item_warns_and_grpo_says_the_curriculum_is_
     examples, _ = load_examples(root, "train")
     with pytest.raises(Exception) as caught:
         make_sampler(config, examples)
-    assert "curriculum is empty" in str(caught.value) and "0/2" in str(caught.value)
+    assert "curriculum is empty: all 8 scored items" in str(caught.value) and "0/k" in str(caught.value)
     assert "run `sari-data difficulty` first" not in str(caught.value)
 
 
