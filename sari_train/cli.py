@@ -64,7 +64,7 @@ def cmd_tiny_model(args: argparse.Namespace) -> None:
 
 def cmd_eval(args: argparse.Namespace) -> None:
     from corpus.provenance import recorded_run
-    from sari_train.evaluate import EvalConfig, run_eval
+    from sari_train.evaluate import EvalConfig, printed_table, run_eval
 
     if args.model:
         args.set.append(f"models={json.dumps(args.model)}")
@@ -82,7 +82,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
         table = run_eval(config)
         results["accuracy"] = table.to_dict()
         results["processes"] = shard[1] if shard else 1
-    print(table.round(1).to_string())
+    print(printed_table(table))
     n, skipped = int(table.loc["n"].iloc[0]), table.attrs.get("n_skipped", 0)
     reasons = ", ".join(f"{why} {count}" for why, count in table.attrs.get("skipped_reasons", {}).items())
     print(f"\nscored {n} of {n + skipped} items" + (f"; skipped {skipped} ({reasons}), listed in report.json"

@@ -106,6 +106,9 @@ class EvalItem:
 GROUPS = ("task", "modality", "category", "difficulty", "sub-category")
 
 
+LEVELS = ("easy", "medium", "hard")  # shown in this order, not alphabetically
+
+
 def difficulty_label(knob: float | None) -> str:
     """Synthetic items carry a numeric difficulty knob; report it as MMAU-style thirds."""
     if knob is None:
@@ -238,9 +241,10 @@ def accuracy_table(scored: pd.DataFrame, shuffled: pd.DataFrame | None = None) -
     for column in GROUPS:
         if column not in scored:
             continue
-        for value, group in scored.groupby(column):
+        groups = dict(list(scored.groupby(column)))
+        for value in sorted(groups, key=lambda v: (LEVELS.index(v) if v in LEVELS else len(LEVELS), v)):
             if value:
-                table[f"{column}/{value}"] = group.correct.mean() * 100
+                table[f"{column}/{value}"] = groups[value].correct.mean() * 100
     if shuffled is not None:
         table["total (shuffled options)"] = shuffled.correct.mean() * 100
     table["n"] = len(scored)
@@ -367,20 +371,41 @@ def write_predictions(items: list[EvalItem], completions: list[str], folder: Pat
             path.unlink()
 
 
-def write_chart(table: pd.DataFrame, path: Path) -> Path:
+def write_chart(table: pd.DataFrame, path: Path, chance: float | None = None) -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    fig = accuracy_figure(table, chance)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+def accuracy_figure(table: pd.DataFrame, chance: float | None = None) -> Any:
+    """Accuracy by task per model, each bar labelled with its value, and the chance level (the mean
+    of 1 / options over the items) as a dashed line."""
     rows = [r for r in table.index if r == "total" or r.startswith("task/") or r.startswith("total (")]
-    ax = table.loc[rows].plot.bar(rot=20, figsize=(8, 4))
+    ax = table.loc[rows].plot.bar(rot=20, figsize=(8, 4.2))
+    for bars in ax.containers:
+        ax.bar_label(bars, fmt="%.1f", fontsize=7, padding=1)
+    if chance is not None:
+        ax.axhline(chance, color="grey", linestyle="--", linewidth=1, label=f"chance ({chance:.1f} %)")
+    ax.set_ylim(0, 105)
     ax.set_ylabel("accuracy (%)")
     ax.set_title("accuracy by task (MMAU rule)")
+    ax.legend(fontsize=8)
     ax.figure.tight_layout()
-    ax.figure.savefig(path, dpi=90)
-    plt.close(ax.figure)
-    return path
+    return ax.figure
+
+
+def printed_table(table: pd.DataFrame) -> str:
+    """The comparison as printed: accuracies to one decimal, item counts as whole numbers."""
+    shown = table.round(1).astype(object)
+    if "n" in shown.index:
+        shown.loc["n"] = table.loc["n"].astype(int)
+    return shown.to_string()
 
 
 def run_eval(config: EvalConfig) -> pd.DataFrame | None:
@@ -422,7 +447,8 @@ def run_eval(config: EvalConfig) -> pd.DataFrame | None:
     if config.endpoint:
         report["endpoint_usage"] = {name: column.attrs.get("endpoint_usage") for name, column in columns.items()}
     (config.out / "report.json").write_text(json.dumps(report, indent=2))
-    write_chart(comparison.drop(index="n"), config.out / "accuracy.png")
+    chance = 100 * float(np.mean([1 / len(i.choices) for i in items]))
+    write_chart(comparison.drop(index="n"), config.out / "accuracy.png", chance)
     first = comparison.iloc[:, 0]  # the printed summary's counts are the first model's
     first_skipped = [s for s in skipped if s.get("model") in (None, comparison.columns[0])]
     comparison.attrs.update(n_skipped=len(items) + records_skipped - int(first["n"]),
