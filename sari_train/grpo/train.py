@@ -308,9 +308,13 @@ def sync_vllm(engine: Any, peft_model: Any) -> float:
 
 def make_sampler(config: GRPOConfig, examples: list[Example]) -> CurriculumSampler:
     """The prompt order; curriculum mode uses items with a bucket (items at 0/k have none). Random
-    order reads difficulty only for the band-pass's starting rates."""
-    needed = config.sampler == "curriculum" or config.band is not None
-    difficulty = data_source(config).difficulty(config.split, config.difficulty_model) if needed else {}
+    order needs difficulty only for a band-pass (else its buckets are logged when there is one model's)."""
+    try:
+        difficulty = data_source(config).difficulty(config.split, config.difficulty_model)
+    except ConfigError:  # e.g. scores from several models: random order does not care whose
+        if config.sampler == "curriculum" or config.band is not None:
+            raise
+        difficulty = {}
     ids = [e.id for e in examples]
     if config.sampler == "curriculum":
         scored = [i for i in ids if i in difficulty]
