@@ -26,8 +26,9 @@ def pcm_sha256(pcm16: np.ndarray, sample_rate: int) -> str:
 
 
 def save_clip(audio_dir: Path, samples: np.ndarray, sample_rate: int) -> AudioRef:
-    """Store a mono clip as 16-bit WAV at audio/<h[:2]>/<h>.wav; a no-op if it is already there."""
-    pcm = to_pcm16(samples)
+    """Store a mono clip as 16-bit WAV at audio/<h[:2]>/<h>.wav; a no-op if it is already there.
+    int16 samples are stored as they are (bit-exact); float samples are converted."""
+    pcm = samples if samples.dtype == np.int16 else to_pcm16(samples)
     sha = pcm_sha256(pcm, sample_rate)
     relative = Path("audio") / sha[:2] / f"{sha}.wav"
     target = audio_dir.parent / relative
@@ -41,13 +42,18 @@ def save_clip(audio_dir: Path, samples: np.ndarray, sample_rate: int) -> AudioRe
 
 
 def under_root(root: Path, relative: str) -> Path | None:
-    """`relative` joined to `root`, or None when it is written to escape it (`..`, an absolute path).
+    """`relative` joined to `root`, or None when it is written to escape it (`..` out of the root,
+    an absolute path elsewhere).
 
     Judged on the path as written, not on where symlinks lead: a folder or clip the user linked
-    under the root (audio on a bigger disk) is followed; a manifest's `../` is not."""
+    under the root (audio on a bigger disk) is followed; a manifest's `../` is not. An absolute
+    path is accepted when it lies inside the root, or inside the folder a linked root points to."""
     root = Path(os.path.abspath(root))
-    path = Path(os.path.normpath(root / relative))
-    return None if Path(relative).is_absolute() or not path.is_relative_to(root) else path
+    path = Path(os.path.normpath(root / relative))  # an absolute `relative` replaces the root
+    if not Path(relative).is_absolute():
+        return path if path.is_relative_to(root) else None
+    real_root = Path(os.path.realpath(root))
+    return path if path.is_relative_to(root) or path.is_relative_to(real_root) else None
 
 
 def load_clip(root: Path, ref: AudioRef) -> np.ndarray:

@@ -97,6 +97,12 @@ def git_commit() -> str | None:
     return out.stdout.strip() or None
 
 
+def plain_json(value: Any) -> Any:
+    """`value` as strict JSON would have it: objects it cannot hold as strings, and NaN or
+    infinite floats (a Spearman over constant pass rates) as null, which every JSON reader takes."""
+    return json.loads(json.dumps(value, default=str), parse_constant=lambda _: None)
+
+
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
@@ -124,10 +130,13 @@ def recorded_run(ws: Workspace | None, command: str, folder: Path | None = None,
     try:
         yield results
         status = "ok"
+    except BaseException as err:  # the record of a failed run says why it failed
+        record["error"] = f"{type(err).__name__}: {err}" if str(err) else type(err).__name__
+        raise
     finally:
         record.update(results=results, status=status, finished_at=_now(),
                       seconds=round(time.perf_counter() - t0, 3))
-        record = redact(json.loads(json.dumps(record, default=str)))
+        record = redact(plain_json(record))
         if ws is not None:
             ws.record_run(run_id, command, started, record["finished_at"], status, record)
         folder.mkdir(parents=True, exist_ok=True)

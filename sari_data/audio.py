@@ -64,6 +64,8 @@ def load_fingerprint(workspace: Path, sha256: str) -> np.ndarray | None:
 
 def decode(source: AudioSource, settings: CheckSettings) -> tuple[np.ndarray, int] | Failure:
     """Samples (frames, channels) float32 and rate, after the checks that need no decoding."""
+    if (len(source) if isinstance(source, bytes) else source.stat().st_size) == 0:
+        return "zero_length_audio", "the file is empty (0 bytes)"
     handle = io.BytesIO(source) if isinstance(source, bytes) else source
     try:
         info = sf.info(handle)
@@ -79,7 +81,7 @@ def decode(source: AudioSource, settings: CheckSettings) -> tuple[np.ndarray, in
     if "should be" in info.extra_info:  # libsndfile's note when a WAV header promises more than is there
         return "truncated_audio", "the header promises more data than the file holds"
     try:
-        samples, rate = sf.read(handle, dtype="float32", always_2d=True)
+        samples, rate = sf.read(handle, dtype=_read_dtype(info), always_2d=True)
     except (sf.LibsndfileError, RuntimeError) as err:
         return "truncated_audio" if "sync" in str(err) or "truncat" in str(err) else "undecodable_audio", str(err)
     if len(samples) == 0:
@@ -89,8 +91,18 @@ def decode(source: AudioSource, settings: CheckSettings) -> tuple[np.ndarray, in
     return samples, rate
 
 
+def _read_dtype(info: sf._SoundFileInfo) -> str:
+    """int16 for a 16-bit mono 16-kHz file, which needs no conversion and is then stored bit-exact
+    (a float round trip scales by 1/32768 and back by 32767: 1 LSB off near full scale)."""
+    as_stored = info.subtype == "PCM_16" and info.channels == 1 and info.samplerate == SAMPLE_RATE
+    return "int16" if as_stored else "float32"
+
+
 def normalise(samples: np.ndarray, rate: int, settings: CheckSettings) -> np.ndarray | Failure:
-    """Mono 16 kHz float32, or why the clip is unusable."""
+    """Mono 16 kHz float32 (int16 as read, when no conversion is needed), or why it is unusable."""
+    as_read = samples[:, 0] if samples.dtype == np.int16 else None
+    if as_read is not None:  # checked as the float reader would have given it
+        samples = samples.astype(np.float32) / 32768
     # One cheap pass each: numpy reduces slowly over a short last axis, and BLAS calls spawn
     # threads that fight the worker processes, so channels are summed column by column.
     if not np.isfinite(samples.sum()):
@@ -103,6 +115,11 @@ def normalise(samples: np.ndarray, rate: int, settings: CheckSettings) -> np.nda
     mono = sum(samples[:, c] for c in range(channels)) / channels if channels > 1 else samples[:, 0]
     if rate != SAMPLE_RATE:
         mono = soxr.resample(mono, rate, SAMPLE_RATE, quality="HQ")
+    return _check_mono(mono, settings) or (as_read if as_read is not None else mono.astype(np.float32))
+
+
+def _check_mono(mono: np.ndarray, settings: CheckSettings) -> Failure | None:
+    """Why a mono 16-kHz clip is unusable (length, silence), or None."""
     seconds = len(mono) / SAMPLE_RATE
     if seconds < settings.min_seconds:
         return "too_short", f"{seconds:.2f} s is under the recipe's min_seconds {settings.min_seconds}"
@@ -111,7 +128,7 @@ def normalise(samples: np.ndarray, rate: int, settings: CheckSettings) -> np.nda
     rms_db = 10 * np.log10(float(np.square(mono).mean()) + 1e-20)
     if rms_db < settings.silence_dbfs:
         return "silent_audio", f"RMS {rms_db:.1f} dBFS is under {settings.silence_dbfs} dBFS"
-    return mono.astype(np.float32)
+    return None
 
 
 def check_audio(source: AudioSource, workspace: Path, settings: CheckSettings) -> AudioRef | Failure:
@@ -127,7 +144,7 @@ def check_audio(source: AudioSource, workspace: Path, settings: CheckSettings) -
     if settings.fingerprint and not target.exists():
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.with_name(f".{ref.sha256}.{os.getpid()}.tmp.npy")
-        np.save(tmp, fingerprint(mono))
+        np.save(tmp, fingerprint(mono.astype(np.float32) / 32768 if mono.dtype == np.int16 else mono))
         os.replace(tmp, target)
     return ref
 

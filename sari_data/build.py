@@ -29,7 +29,7 @@ from sari_data.quality import dedup, normalise_text, option_sanity
 from sari_data.recipe import (AvqaSource, BalancePositions, BenchmarkSource, CaptionsSource, ClothoAqaSource, Decontaminate,
                               Dedup, External, NormaliseText, OptionSanity, Recipe, Split, SplitCounts, TableSource)
 from sari_data.sources import avqa, benchmark, captions, clotho_aqa, table
-from sari_data.sources.common import attach_audio
+from sari_data.sources.common import SourceError, attach_audio
 from sari_data.steps import build_steps
 
 BATCH = 256
@@ -90,6 +90,7 @@ def apply(step: Step, records: Iterable[Record]) -> Iterator[Record]:
 def build(recipe: Recipe, workspace: Path, *, progress: bool = True, allow_empty: bool = False) -> dict[str, Any]:
     """Build (or refresh) a workspace from a recipe; returns counts of what was written. Raises
     RunFailed (after writing what was read) when a source yields nothing usable, unless `allow_empty`."""
+    check_source_paths(recipe)  # before the workspace exists: a typo in `path:` leaves nothing behind
     with Workspace(workspace, create=True) as ws, \
             recorded_run(ws, "build", recipe=recipe.model_dump(mode="json"), seed=recipe.seed) as results:
         counts: Counter[str] = Counter()
@@ -112,6 +113,13 @@ def build(recipe: Recipe, workspace: Path, *, progress: bool = True, allow_empty
                             "quarantine reasons; fix the source (path:, audio_root:, columns:) or pass --allow-empty")
         shown = {k: v for k, v in counts.items() if v or k in ("items", "quarantined")}
         return shown | {k: v for k, v in notes.items() if v}
+
+
+def check_source_paths(recipe: Recipe) -> None:
+    """Raise SourceError, naming the source and its path, when a file source's table is missing."""
+    for source in recipe.sources:
+        if type(source) in FILE_SOURCES and not source.path.exists():
+            raise SourceError(f"source {source.name}: {source.path} not found; check `path:` in the recipe")
 
 
 def unique_ids(records: Iterable[Record], first_seen: dict[str, tuple[str, str]]) -> Iterator[Record]:

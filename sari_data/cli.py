@@ -127,6 +127,8 @@ def cmd_difficulty(args: argparse.Namespace) -> None:
         print(f"shard {outcome.shard[0]}/{outcome.shard[1]} of {workspace}: {counts}; {then}")
         return
     print(format_tables(outcome.tables))
+    for warning in outcome.warnings:
+        print(f"sari-data difficulty: warning: {warning}", file=sys.stderr)
     print(f"\ndifficulty of {workspace} ({recipe.difficulty.model_name}, k={recipe.difficulty.k}): {counts}")
     print("written: " + ", ".join(str(p) for p in [*outcome.exports.values(), outcome.report_png] if p))
 
@@ -167,7 +169,8 @@ def parser() -> argparse.ArgumentParser:
     pub.add_argument("--name", help="dataset name in the card (default: the workspace folder name)")
     pub.add_argument("--description", default="", help="one paragraph for the card")
     pub.add_argument("--eval-split", action="append", default=None,
-                     help="split(s) of the `eval` config (default: test)")
+                     help="split(s) of the `eval` config (default: test, left out when the workspace has none); "
+                          "a split with no items is an error")
     pub.add_argument("--difficulty-model", help="whose pass rates the `rl` config carries (needed if several)")
     pub.add_argument("--min-correct", type=int, default=1,
                      help="leave out of `rl` items with fewer correct answers (default 1: SARI drops 0/k)")

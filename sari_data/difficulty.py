@@ -118,6 +118,7 @@ class Outcome:
     report_png: Path | None = None
     shard: tuple[int, int] | None = None  # set when this process only wrote a shard
     launched: bool = False  # under torchrun/accelerate (rank 0 finishes for everyone)
+    warnings: list[str] = field(default_factory=list)
 
 
 # --- pure helpers ------------------------------------------------------------------------------
@@ -341,13 +342,27 @@ def finish(root: Path, config: DifficultyConfig, progress: bool = True, engine: 
         thresholds = finalize(ws, config)
         outcome.exports = export_views(ws, config.model_name, config.curriculum_seed, config.split)
         frame = ws.difficulty_view(config.model_name)
+        outcome.warnings = empty_curriculum_warning(frame, config)
         silence = ws.difficulty_view(config.model_name + SILENCE) if config.silence_probe else None
         outcome.tables = report_tables(frame, config.split, silence)
         outcome.report_png = write_histogram(frame, config.split, ws.exports_dir / "difficulty.png")
         results.update(counts=dict(outcome.counts), thresholds=thresholds, seed=config.seed,
                        curriculum_seed=config.curriculum_seed, exports={k: str(v) for k, v in outcome.exports.items()},
-                       tables={name: t.to_dict(orient="records") for name, t in outcome.tables.items()})
+                       tables={name: t.to_dict(orient="records") for name, t in outcome.tables.items()},
+                       warnings=outcome.warnings)
         return outcome
+
+
+def empty_curriculum_warning(frame: pd.DataFrame, config: DifficultyConfig) -> list[str]:
+    """A warning when scored items exist but none got a bucket (every one was 0/k): GRPO's
+    curriculum would be empty, which is worth saying now rather than at `sari-train grpo`."""
+    if config.split is not None:
+        frame = frame[frame.split == config.split]
+    if len(frame) == 0 or frame.bucket.notna().any() or not config.drop_unsolved:
+        return []
+    return [f"all {len(frame)} scored items of split {config.split!r} were answered correctly 0 of {config.k} "
+            f"times by {config.model_name}, so the curriculum is empty (SARI drops 0/k items): check the "
+            f"model and its prompt format, raise k, or set difficulty.drop_unsolved: false"]
 
 
 def _scoring(source: Workspace, out: Workspace, config: DifficultyConfig, todo: dict[str, list[str]],

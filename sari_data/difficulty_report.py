@@ -8,6 +8,7 @@ family, knob); everything here is a pure function of it, apart from writing the 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -84,13 +85,26 @@ def format_tables(tables: dict[str, pd.DataFrame]) -> str:
 
 def write_histogram(frame: pd.DataFrame, split: str | None, path: Path) -> Path | None:
     """Pass-rate histograms: all items, then one panel per task and per family."""
-    frame = in_scope(frame, split)
-    if frame.empty:
-        return None
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    fig = histogram_figure(in_scope(frame, split))
+    if fig is None:
+        return None
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def histogram_figure(frame: pd.DataFrame) -> Any:
+    """The figure `write_histogram` saves (None without items): one bar per possible n_correct."""
+    import matplotlib.pyplot as plt
+
+    if frame.empty:
+        return None
 
     k = int(frame.k.max())
     edges = np.linspace(-0.5 / k, 1 + 0.5 / k, k + 2)  # one bar per possible n_correct
@@ -112,10 +126,7 @@ def write_histogram(frame: pd.DataFrame, split: str | None, path: Path) -> Path 
         ax.axis("off")
     fig.supxlabel(f"pass rate (correct / {k})", fontsize=9)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return fig
 
 
 def knob_panel(ax, known: pd.DataFrame) -> None:

@@ -48,13 +48,24 @@ class SyntheticSource(Strict):
         return families
 
 
+class PathPrefix(Strict):
+    """Audio paths written on another machine: a path that starts with `from` starts with `to` instead."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    from_: str = Field(alias="from", min_length=1, description="the prefix as the table writes it, e.g. /home/me/AVQA/audios")
+    to: str = Field(description="where those files are here, e.g. data/avqa/audios (relative to where you run)")
+
+
 class FileSource(Strict):
-    """A source read from files a user brings; audio paths resolve under `audio_root` and a path
-    escaping it is refused."""
+    """A source read from files a user brings; audio paths resolve under `audio_root` (relative,
+    or absolute inside it) and a path escaping it is refused."""
 
     name: str
     path: Path = Field(description="the table: .jsonl, .json, .csv, .parquet, or a local `datasets` folder")
     audio_root: Path | None = Field(None, description="folder the audio paths are relative to (default: the table's folder)")
+    audio_path_prefix: PathPrefix | None = Field(None, description=(
+        "rewrite the start of audio paths written on another machine: {from: /their/audios, to: data/avqa/audios}; "
+        "the result must still lie under audio_root"))
     license: str = "unknown"
     split: str = "train"
 

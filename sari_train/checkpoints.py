@@ -14,9 +14,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
+import yaml
 
 from sari_train.config import ConfigError, save_config
 from sari_train.models.adapter import AudioLM
+from sari_train.prompts import PromptStyle
 
 if TYPE_CHECKING:
     from sari_train.training import TrainConfig
@@ -76,6 +78,26 @@ def save_model(folder: Path, lm: AudioLM, weights: dict[str, torch.Tensor], conf
     lm.save_chat_template(folder)
     save_config(config, folder / "config.yaml")
     return folder
+
+
+def saved_prompt_style(model: str | Path) -> PromptStyle | None:
+    """The prompt style a model folder of ours was trained with (the run config `save_model` writes
+    next to the weights), or None for any other model."""
+    saved = Path(model) / "config.yaml"
+    if not saved.is_file():
+        return None
+    prompt = (yaml.safe_load(saved.read_text()) or {}).get("prompt")
+    return PromptStyle.model_validate(prompt) if isinstance(prompt, dict) else None
+
+
+def inherit_prompt_format(config: TrainConfig) -> TrainConfig:
+    """A config that sets no `prompt.format` asks in the format its starting model was trained in:
+    GRPO from a structured-CoT SFT model must not quietly train bare answers. A format the config
+    sets is kept (an arm may change format on purpose)."""
+    saved = saved_prompt_style(config.model)
+    if "format" in config.prompt.model_fields_set or saved is None or saved.format == config.prompt.format:
+        return config
+    return config.model_copy(update={"prompt": config.prompt.model_copy(update={"format": saved.format})})
 
 
 def rng_state() -> dict[str, Any]:

@@ -42,6 +42,8 @@ def prefer_flagged_source(args: argparse.Namespace) -> None:
 
 
 def cmd_tiny_model(args: argparse.Namespace) -> None:
+    if Path(args.out).exists() and not Path(args.out).is_dir():
+        raise ConfigError(f"{args.out} is an existing file; pass a folder for the model (it is created)")
     if args.replica:
         from sari_train.models.replica import HUB_IDS, build_replica
 
@@ -55,8 +57,6 @@ def cmd_tiny_model(args: argparse.Namespace) -> None:
     from sari_train.models.tiny import build_tiny_omni_thinker, build_tiny_qwen2_audio
 
     builder = {"qwen2_audio": build_tiny_qwen2_audio, "qwen2_5_omni_thinker": build_tiny_omni_thinker}[args.kind]
-    if Path(args.out).exists() and not Path(args.out).is_dir():
-        raise ConfigError(f"{args.out} is an existing file; pass a folder for the model (it is created)")
     path = builder(Path(args.out), window_seconds=args.window_seconds, hidden_size=args.hidden_size or 64,
                    layers=args.layers or 2, seed=args.seed)
     print(f"tiny random-weight {args.kind} written to {path}")
@@ -64,7 +64,7 @@ def cmd_tiny_model(args: argparse.Namespace) -> None:
 
 def cmd_eval(args: argparse.Namespace) -> None:
     from corpus.provenance import recorded_run
-    from sari_train.evaluate import EvalConfig, run_eval
+    from sari_train.evaluate import EvalConfig, printed_table, run_eval
 
     if args.model:
         args.set.append(f"models={json.dumps(args.model)}")
@@ -82,7 +82,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
         table = run_eval(config)
         results["accuracy"] = table.to_dict()
         results["processes"] = shard[1] if shard else 1
-    print(table.round(1).to_string())
+    print(printed_table(table))
     n, skipped = int(table.loc["n"].iloc[0]), table.attrs.get("n_skipped", 0)
     reasons = ", ".join(f"{why} {count}" for why, count in table.attrs.get("skipped_reasons", {}).items())
     print(f"\nscored {n} of {n + skipped} items" + (f"; skipped {skipped} ({reasons}), listed in report.json"
@@ -101,6 +101,10 @@ def cmd_train(args: argparse.Namespace) -> None:
 
     prefer_flagged_source(args)
     config = load_config(Config, args, stage=args.command)
+    if args.command == "grpo":
+        from sari_train.checkpoints import inherit_prompt_format
+
+        config = inherit_prompt_format(config)  # recorded resolved, in the run and its checkpoints
     shard = launched()
     if shard and shard[0] != 0:  # every rank trains; rank 0 records, prints and pushes
         train(config)

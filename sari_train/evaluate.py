@@ -43,7 +43,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import yaml
 from pydantic import ConfigDict, Field
 from tqdm import tqdm
 
@@ -105,6 +104,9 @@ class EvalItem:
 # The official scripts' breakdowns: MMAU's task, difficulty, sub-category; MMAR's modality, category,
 # sub-category. Each is read from the benchmark's own record, so our rows are the scripts' rows.
 GROUPS = ("task", "modality", "category", "difficulty", "sub-category")
+
+
+LEVELS = ("easy", "medium", "hard")  # shown in this order, not alphabetically
 
 
 def difficulty_label(knob: float | None) -> str:
@@ -195,21 +197,29 @@ def benchmark_items(path: Path, audio_root: Path | None, limit: int | None
 
 
 def predict(engine: Any, items: list[EvalItem], style: PromptStyle, settings: SamplingSettings,
-            choices: list[list[str]] | None = None, desc: str = "eval", batch_size: int = 8) -> list[str]:
+            choices: list[list[str]] | None = None, desc: str = "eval", batch_size: int = 8) -> list[str | None]:
     """One greedy completion per item (in batches), with optionally reordered choices; `engine` is a
-    LocalEngine or an EndpointEngine."""
+    LocalEngine or an EndpointEngine. An item whose prompt is over the model's context gets None."""
     choices = choices or [i.choices for i in items]
-    outputs: list[str] = []
+    outputs: list[str | None] = []
     step = batch_size
     for start in tqdm(range(0, len(items), step), desc=desc, unit="batch", leave=False):
         chunk = items[start:start + step]
         prompts = [messages(i.question, c, style) for i, c in zip(chunk, choices[start:start + step])]
-        try:
-            rollouts = engine.sample(prompts, [i.audio for i in chunk], settings)
-        except PromptTooLong as err:
-            raise ConfigError(f"item {chunk[err.row].id}: {err}") from None
-        outputs += [group[0] for group in rollouts.texts]
+        outputs += answer_batch(engine, prompts, [i.audio for i in chunk], settings)
     return outputs
+
+
+def answer_batch(engine: Any, prompts: list, audio: list[np.ndarray], settings: SamplingSettings) -> list[str | None]:
+    """The batch's greedy answers; a prompt over the context (refused before any forward pass) is
+    left out as None and the rest answered, so one over-long item never stops the evaluation."""
+    try:
+        return [group[0] for group in engine.sample(prompts, audio, settings).texts]
+    except PromptTooLong as err:
+        rest = [j for j in range(len(prompts)) if j != err.row]
+        answers = answer_batch(engine, [prompts[j] for j in rest], [audio[j] for j in rest], settings) if rest else []
+        answers.insert(err.row, None)
+        return answers
 
 
 def score(items: list[EvalItem], completions: list[str]) -> pd.DataFrame:
@@ -231,9 +241,10 @@ def accuracy_table(scored: pd.DataFrame, shuffled: pd.DataFrame | None = None) -
     for column in GROUPS:
         if column not in scored:
             continue
-        for value, group in scored.groupby(column):
+        groups = dict(list(scored.groupby(column)))
+        for value in sorted(groups, key=lambda v: (LEVELS.index(v) if v in LEVELS else len(LEVELS), v)):
             if value:
-                table[f"{column}/{value}"] = group.correct.mean() * 100
+                table[f"{column}/{value}"] = groups[value].correct.mean() * 100
     if shuffled is not None:
         table["total (shuffled options)"] = shuffled.correct.mean() * 100
     table["n"] = len(scored)
@@ -251,14 +262,24 @@ def named(model: str) -> tuple[str, str]:
     return (name, path) if sep else (Path(model).name or model, model)
 
 
+def model_columns(models: list[str]) -> list[tuple[str, str]]:
+    """(column name, model) per --model; two models that would share a column (`A/final` and
+    `B/final`) are refused, since one would overwrite the other's predictions and scores."""
+    pairs = list(map(named, models))
+    names = [name for name, _ in pairs]
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        clash = [m for m in models if named(m)[0] == repeated[0]]
+        raise ConfigError(f"--model {' and --model '.join(clash)} would share the column {repeated[0]!r}; "
+                          f"name them apart with NAME=PATH, e.g. --model a={named(clash[0])[1]}")
+    return pairs
+
+
 def trained_style(model: str) -> PromptStyle:
     """The prompt style a checkpoint of ours was trained with (its saved config); implicit otherwise."""
-    saved = Path(model) / "config.yaml"
-    if saved.exists():
-        prompt = (yaml.safe_load(saved.read_text()) or {}).get("prompt")
-        if isinstance(prompt, dict):
-            return PromptStyle.model_validate(prompt)
-    return PromptStyle()
+    from sari_train.checkpoints import saved_prompt_style
+
+    return saved_prompt_style(model) or PromptStyle()
 
 
 def eval_style(config: EvalConfig, model: str) -> PromptStyle:
@@ -307,12 +328,18 @@ def evaluate_model(model: str, items: list[EvalItem], config: EvalConfig,
         completions, shuffled_out = gather_in_order(completions, shard), gather_in_order(shuffled_out, shard)
         if shard[0] != 0:
             return None
-    scored = score(items, completions)
+    too_long = {i for i, c in enumerate(completions) if c is None} | {i for i, c in enumerate(shuffled_out) if c is None}
+    if len(too_long) == len(items):
+        raise ConfigError(f"model {model}: every prompt is over the model's context ({len(items)} items, e.g. "
+                          f"item {items[0].id}); prompts are never truncated: shorten the questions")
+    kept = [i for i in range(len(items)) if i not in too_long]
+    scored = score([items[i] for i in kept], [completions[i] for i in kept])
     shuffled = None
     if reordered is not None:
-        shuffled_items = [EvalItem(**{**i.__dict__, "choices": c}) for i, c in zip(items, reordered)]
-        shuffled = score(shuffled_items, shuffled_out)
+        shuffled_items = [EvalItem(**{**items[i].__dict__, "choices": reordered[i]}) for i in kept]
+        shuffled = score(shuffled_items, [shuffled_out[i] for i in kept])
     table = accuracy_table(scored, shuffled)
+    table.attrs["too_long"] = [items[i].id for i in sorted(too_long)]  # skipped for this model
     if hasattr(engine, "usage"):  # an endpoint's requests, retries, tokens and failures, for the report
         table.attrs["endpoint_usage"] = engine.usage
     return table, completions
@@ -344,20 +371,41 @@ def write_predictions(items: list[EvalItem], completions: list[str], folder: Pat
             path.unlink()
 
 
-def write_chart(table: pd.DataFrame, path: Path) -> Path:
+def write_chart(table: pd.DataFrame, path: Path, chance: float | None = None) -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    fig = accuracy_figure(table, chance)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+def accuracy_figure(table: pd.DataFrame, chance: float | None = None) -> Any:
+    """Accuracy by task per model, each bar labelled with its value, and the chance level (the mean
+    of 1 / options over the items) as a dashed line."""
     rows = [r for r in table.index if r == "total" or r.startswith("task/") or r.startswith("total (")]
-    ax = table.loc[rows].plot.bar(rot=20, figsize=(8, 4))
+    ax = table.loc[rows].plot.bar(rot=20, figsize=(8, 4.2))
+    for bars in ax.containers:
+        ax.bar_label(bars, fmt="%.1f", fontsize=7, padding=1)
+    if chance is not None:
+        ax.axhline(chance, color="grey", linestyle="--", linewidth=1, label=f"chance ({chance:.1f} %)")
+    ax.set_ylim(0, 105)
     ax.set_ylabel("accuracy (%)")
     ax.set_title("accuracy by task (MMAU rule)")
+    ax.legend(fontsize=8)
     ax.figure.tight_layout()
-    ax.figure.savefig(path, dpi=90)
-    plt.close(ax.figure)
-    return path
+    return ax.figure
+
+
+def printed_table(table: pd.DataFrame) -> str:
+    """The comparison as printed: accuracies to one decimal, item counts as whole numbers."""
+    shown = table.round(1).astype(object)
+    if "n" in shown.index:
+        shown.loc["n"] = table.loc["n"].astype(int)
+    return shown.to_string()
 
 
 def run_eval(config: EvalConfig) -> pd.DataFrame | None:
@@ -365,6 +413,7 @@ def run_eval(config: EvalConfig) -> pd.DataFrame | None:
     models) on rank 0 (None on the other ranks of a launched run, which write nothing)."""
     if [config.workspace, config.benchmark, config.dataset].count(None) != 2:
         raise ConfigError("give exactly one of --workspace, --dataset or --benchmark")
+    models = model_columns(config.models)
     skipped: list[dict[str, str]] = []
     if config.workspace is not None:
         items = workspace_items(config.workspace, config.split, config.limit)
@@ -374,15 +423,20 @@ def run_eval(config: EvalConfig) -> pd.DataFrame | None:
     else:
         items, skipped = benchmark_items(config.benchmark, config.audio_root, config.limit)
     columns = {}
-    for name, model in map(named, config.models):
+    records_skipped = len(skipped)  # benchmark records without usable audio: skipped for every model
+    for name, model in models:
         result = evaluate_model(model, items, config)
         if result is None:  # not rank 0: rank 0 writes the outputs
             continue
         columns[name], completions = result
-        if skipped:  # the strict figure: every skipped item counted as wrong
-            columns[name]["total (skipped counted wrong)"] = (columns[name]["total"] * len(items)
-                                                               / (len(items) + len(skipped)))
-        write_predictions(items, completions, config.out / name)
+        too_long = set(columns[name].attrs.get("too_long", []))
+        skipped += [{"item": i, "reason": "prompt_too_long", "model": name,
+                     "detail": f"the prompt is over {name}'s context; prompts are never truncated"} for i in too_long]
+        strict_n = len(items) + records_skipped
+        if strict_n > columns[name]["n"]:  # the strict figure: every skipped item counted as wrong
+            columns[name]["total (skipped counted wrong)"] = columns[name]["total"] * columns[name]["n"] / strict_n
+        kept = [(i, c) for i, c in zip(items, completions) if i.id not in too_long]
+        write_predictions([i for i, _ in kept], [c for _, c in kept], config.out / name)
     if not columns:
         return None
     comparison = pd.DataFrame(columns)
@@ -393,6 +447,10 @@ def run_eval(config: EvalConfig) -> pd.DataFrame | None:
     if config.endpoint:
         report["endpoint_usage"] = {name: column.attrs.get("endpoint_usage") for name, column in columns.items()}
     (config.out / "report.json").write_text(json.dumps(report, indent=2))
-    write_chart(comparison.drop(index="n"), config.out / "accuracy.png")
-    comparison.attrs.update(n_skipped=len(skipped), skipped_reasons=reasons)  # for the printed summary
+    chance = 100 * float(np.mean([1 / len(i.choices) for i in items]))
+    write_chart(comparison.drop(index="n"), config.out / "accuracy.png", chance)
+    first = comparison.iloc[:, 0]  # the printed summary's counts are the first model's
+    first_skipped = [s for s in skipped if s.get("model") in (None, comparison.columns[0])]
+    comparison.attrs.update(n_skipped=len(items) + records_skipped - int(first["n"]),
+                            skipped_reasons=dict(Counter(s["reason"] for s in first_skipped)))
     return comparison

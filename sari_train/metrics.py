@@ -62,26 +62,53 @@ def _clean(value: float | None) -> float | None:
     return None if value is None or not math.isfinite(value) else float(value)
 
 
+TITLES = {"loss": "loss (log scale)", "reward": "reward (mean)", "rewards/accuracy/mean": "accuracy reward (mean)",
+          "eval/accuracy": "held-out accuracy", "kl": "KL to the reference", "entropy": "entropy (nats/token)",
+          "completions/mean_length": "completion length (tokens)", "frac_reward_zero_std": "groups with equal rewards",
+          "learning_rate": "learning rate", "grad_norm": "gradient norm (before clipping)"}
+
+
 def plot_curves(rows: list[dict[str, Any]], path: Path) -> Path | None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    fig = curves_figure(rows)
+    if fig is None:
+        return None
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return path
+
+
+def curves_figure(rows: list[dict[str, Any]]) -> Any:
+    """One panel per logged curve against the optimizer step: whole-number step ticks, plain tick
+    labels (no offset such as "1e-5 +"), the loss on a log axis (symmetric log if it goes negative,
+    as a GRPO loss can)."""
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter, MaxNLocator
+
     keys = [k for k in CURVES if any(r.get(k) is not None for r in rows)]
     if not keys:
         return None
     cols = min(3, len(keys))
     n_rows = (len(keys) + cols - 1) // cols
-    fig, axes = plt.subplots(n_rows, cols, figsize=(4 * cols, 2.6 * n_rows), squeeze=False)
+    fig, axes = plt.subplots(n_rows, cols, figsize=(4 * cols, 2.8 * n_rows), squeeze=False)
     for ax, key in zip(axes.flat, keys):
         points = [(r["step"], r[key]) for r in rows if r.get(key) is not None]
         ax.plot(*zip(*points), marker="." if len(points) < 30 else None)
-        ax.set_title(key, fontsize=9)
-        ax.set_xlabel("step", fontsize=8)
+        title = TITLES.get(key, key)
+        if key == "loss":
+            positive = all(v > 0 for _, v in points)
+            ax.set_yscale("log" if positive else "symlog", **({} if positive else {"linthresh": 1e-3}))
+            title = title if positive else "loss (symmetric log scale)"
+        else:  # each tick says its own value: no shared offset or "1e-5" multiplier above the axis
+            ax.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:.6g}"))
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("step", fontsize=9)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     for ax in list(axes.flat)[len(keys):]:
         ax.axis("off")
     fig.tight_layout()
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
-    return path
+    return fig

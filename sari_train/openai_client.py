@@ -20,8 +20,9 @@ What it adds to the SDK, and why:
   * an optional persistent request cache (anything with `get(key)` and `put(key, reply)`, e.g.
     `sari_data.llm.cache.RequestCache`): an exchange that ended in a usable reply is never sent
     again; a failed one is not cached, so a re-run asks again; identical requests in flight share one reply;
-  * early stops: an endpoint that never answers, or that says it cannot take the input (e.g. audio
-    on a text-only server), ends the run with one line; server-side failures (connection errors,
+  * early stops: an endpoint that cannot be reached, that accepts connections but lets request after
+    request time out, that says it cannot take the input (e.g. audio on a text-only server), or a
+    run past its total deadline ends with one line; server-side failures (connection errors,
     timeouts, 5xx) are reported per item and `check_transport` fails a run where most requests hit them;
   * token and cost accounting, reported in the run's provenance.
 Audio goes into a chat as an `input_audio` part holding a base64 16-bit WAV (`audio_part`).
@@ -37,6 +38,7 @@ import json
 import os
 import random
 import re
+import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -68,6 +70,10 @@ class LLMConfig(BaseModel):
     api_key_env: str = Field("OPENAI_API_KEY", description="name of the environment variable holding the key")
     concurrency: int = Field(16, ge=1, description="requests in flight at once")
     timeout_s: float = Field(120.0, gt=0, description="per-request timeout; a timeout is retried")
+    max_timeouts_in_a_row: int | None = Field(None, ge=1, description=(
+        "stop the run after this many requests in a row timed out with no answer between (default: "
+        "concurrency + 2: every request in flight, then two retries)"))
+    deadline_s: float | None = Field(None, gt=0, description="stop the run after this many seconds in all (none: no limit)")
     max_retries: int = Field(6, ge=0, description="retries on 408/409/429/5xx, timeouts and dropped connections")
     backoff_s: float = Field(1.0, ge=0, description="first retry wait; doubles each retry (jittered)")
     max_backoff_s: float = Field(60.0, ge=0, description="cap on any wait, Retry-After included")
@@ -230,6 +236,9 @@ class LLMClient:
         self._semaphore = asyncio.Semaphore(config.concurrency)
         self._in_flight: dict[str, asyncio.Future] = {}
         self._connected = False  # set by the first answer of any kind from the server
+        self._timeouts_in_a_row = 0  # reset by any answer
+        self._stopped: str | None = None  # why the run stops: no request is sent after it
+        self._stop_at = time.monotonic() + config.deadline_s if config.deadline_s else None
         self._sdk = sdk or openai.AsyncOpenAI(base_url=config.base_url, api_key=config.api_key(),
                                               timeout=config.timeout_s, max_retries=0)
 
@@ -326,12 +335,14 @@ class LLMClient:
                 kwargs["response_format"] = {"type": "json_schema", "json_schema": {
                     "name": schema.__name__, "schema": schema_json, "strict": True}}
             wait: float | None = None
+            kwargs["timeout"] = self._request_timeout()
             try:
                 reply = reply_dict(await self._sdk.chat.completions.create(**kwargs))
-                self._connected = True
+                self._connected, self._timeouts_in_a_row = True, 0
                 return reply
             except openai.APITimeoutError:
                 reason = "timeout"
+                self._count_timeout()
             except openai.APIConnectionError as err:
                 reason = "connection_error"
                 if not self._connected and attempt >= min(self.config.max_retries, RETRIES_UNTIL_CONNECTED):
@@ -339,7 +350,7 @@ class LLMClient:
                                         f"({_short(str(err.__cause__ or err), 120)}); start the server or fix "
                                         "the endpoint URL") from None
             except openai.APIStatusError as err:
-                self._connected = True
+                self._connected, self._timeouts_in_a_row = True, 0
                 status, detail = err.status_code, server_message(err)
                 if status in (401, 403, 404):
                     raise EndpointError(f"{redact_url(self.config.base_url or '')} answered {status} for model "
@@ -363,8 +374,37 @@ class LLMClient:
                 said = f": {last_detail}" if code.startswith("http_") and last_detail else ""
                 raise RequestFailed(code, f"{reason} on all {attempt + 1} attempts{said}")
             self.usage.retries += 1
-            await asyncio.sleep(self._backoff(attempt, wait))
+            await asyncio.sleep(min(self._backoff(attempt, wait), self._time_left()))
             attempt += 1
+
+    def _time_left(self) -> float:
+        """Seconds to the run's deadline (infinite without one); past it, the run stops in one line."""
+        if self._stop_at is None:
+            return float("inf")
+        left = self._stop_at - time.monotonic()
+        if left <= 0:
+            raise EndpointError(f"the run reached its deadline of {self.config.deadline_s:g} s "
+                                f"({redact_url(self.config.base_url or '')}); what finished is stored: re-run "
+                                "to continue, or raise the deadline")
+        return left
+
+    def _request_timeout(self) -> float:
+        """The per-request timeout, shortened so no request outlives the run's deadline."""
+        if self._stopped:
+            raise EndpointError(self._stopped)
+        return min(self.config.timeout_s, self._time_left())
+
+    def _count_timeout(self) -> None:
+        """A server that accepts connections but never answers would cost every request all its
+        retries (27 items x 7 attempts x the timeout): stop once this many time out in a row."""
+        self._timeouts_in_a_row += 1
+        limit = self.config.max_timeouts_in_a_row or self.config.concurrency + 2
+        if self._timeouts_in_a_row >= limit and not self._stopped:
+            self._stopped = (f"{redact_url(self.config.base_url or '')} accepted the connection but did not answer "
+                             f"{self._timeouts_in_a_row} requests in a row within {self.config.timeout_s:g} s; check "
+                             "that the server is up and not overloaded, or raise --timeout")
+        if self._stopped:
+            raise EndpointError(self._stopped)
 
     def _backoff(self, attempt: int, retry_after_s: float | None) -> float:
         if retry_after_s is not None:

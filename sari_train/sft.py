@@ -99,7 +99,7 @@ def train_sft(config: SFTConfig) -> dict[str, Any]:
         if step % config.log_every == 0:
             log.log(step, {"loss": float(accelerator.reduce(total, "mean")), "grad_norm": float(grad_norm),
                            "learning_rate": scheduler.get_last_lr()[0], "num_tokens": float(tokens * world),
-                           "epoch": float(sampler.epoch), "step_time": time.perf_counter() - t0})
+                           "epoch": sampler.epochs_done, "step_time": time.perf_counter() - t0})
         if config.eval_every and step % config.eval_every == 0 and step != config.max_steps:
             run.evaluate(step)
         if config.save_every and step % config.save_every == 0:

@@ -26,7 +26,7 @@ def stage_settings(args: argparse.Namespace, kind: str) -> Any:
 def llm_config(args: argparse.Namespace) -> LLMConfig:
     config = (load_recipe(args.recipe).llm if args.recipe else None) or LLMConfig()
     flags = {"base_url": args.base_url, "model": args.model, "concurrency": args.concurrency,
-             "timeout_s": args.timeout}
+             "timeout_s": args.timeout, "deadline_s": args.deadline}
     return config.model_copy(update={k: v for k, v in flags.items() if v is not None})
 
 
@@ -103,7 +103,10 @@ def _llm_flags(parser: argparse.ArgumentParser) -> None:
                                            "(default: $SARI_LLM_BASE_URL or $OPENAI_BASE_URL)")
     parser.add_argument("--model", help="model name (default: $SARI_LLM_MODEL)")
     parser.add_argument("--concurrency", type=int, help="requests in flight at once (default 16)")
-    parser.add_argument("--timeout", type=float, help="seconds per request before it is retried (default 120)")
+    parser.add_argument("--timeout", type=float, help="seconds per request before it is retried (default 120); "
+                                                      "after concurrency + 2 timeouts in a row the run stops")
+    parser.add_argument("--deadline", type=float, metavar="SECONDS",
+                        help="stop the run after this long in all, keeping what finished (default: no limit)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 

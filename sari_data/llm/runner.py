@@ -36,12 +36,17 @@ async def run_all(jobs: Iterable[Awaitable[R]], write: Callable[[list[R]], Any],
                   progress: bool = True, batch: int = 32) -> None:
     """Run jobs concurrently (the client's semaphore bounds the requests) and hand results to
     `write` in batches as they finish, so a kill loses at most one unwritten batch (the cache
-    replays it for free on the next run)."""
+    replays it for free on the next run). A run stopped early (an endpoint error, a deadline) still
+    writes what finished."""
     tasks = [asyncio.ensure_future(job) for job in jobs]
     done: list[R] = []
     try:
         for next_done in tqdm(asyncio.as_completed(tasks), total=total, desc=desc, disable=not progress, unit="item"):
-            done.append(await next_done)
+            try:
+                done.append(await next_done)
+            except Exception:
+                write(done)
+                raise
             if len(done) >= batch:
                 write(done)
                 done = []

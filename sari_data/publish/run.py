@@ -31,7 +31,13 @@ class PublishResult:
 
 
 def resolve_options(ws: Workspace, options: ExportOptions) -> ExportOptions:
-    """Pick the difficulty model when there is exactly one; several need --difficulty-model."""
+    """Pick the difficulty model when there is exactly one; several need --difficulty-model. An eval
+    split the workspace does not have is refused (only the default `test` may be absent)."""
+    present = set(ws.query("SELECT DISTINCT split FROM items")["split"])
+    absent = [split for split in options.eval_splits if split not in present]
+    if absent and list(options.eval_splits) != ["test"]:
+        raise WorkspaceError(f"{ws.root}: no items in eval split(s) {', '.join(map(repr, absent))}; the workspace's "
+                             f"splits are {', '.join(sorted(present)) or 'none'}: pass one of them to --eval-split")
     models = sorted(card_frame(ws, "difficulty")["model"])
     if options.difficulty_model is None and len(models) > 1:
         raise WorkspaceError(f"{ws.root}: difficulty was scored with several models ({', '.join(models)}); "

@@ -6,12 +6,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 from corpus.records import Item, Quarantine, make_item_id
 from sari_data.recipe import AvqaSource
-from sari_data.sources.common import Pending, audio_source, convert_rows, pending
+from sari_data.sources.common import AudioRoot, Pending, audio_source, convert_rows, pending
 
 META_FIELDS = ("video_name", "video_id", "question_relation", "question_type", "dataset_name")
 
@@ -48,7 +47,7 @@ def rows(source: AvqaSource) -> Iterator[Pending | Quarantine]:
     return convert_rows(source, record)
 
 
-def record(source: AvqaSource, root: Path, locator: str, row: dict[str, Any]) -> Pending | Quarantine:
+def record(source: AvqaSource, root: AudioRoot, locator: str, row: dict[str, Any]) -> Pending | Quarantine:
     if row.get("id") is None:
         return Quarantine(source=source.name, locator=locator, reason="missing_id", message="the row has no `id`")
     return pending(Item, locator, fields(row, source), audio_source(root, row.get("audio_path")))

@@ -16,13 +16,12 @@ prediction, so the official scripts read our prediction files unedited.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 from corpus.benchmarks import BenchmarkError, BenchmarkItem, benchmark_item, shown_choices
 from corpus.records import Item, Quarantine, make_item_id
 from sari_data.recipe import BenchmarkSource
-from sari_data.sources.common import Pending, audio_source, convert_rows, pending
+from sari_data.sources.common import AudioRoot, Pending, audio_source, convert_rows, pending
 
 KEPT = ("dataset", "difficulty", "category", "sub-category", "modality", "language", "source", "split")
 TASKS = ("sound", "music", "speech")
@@ -57,7 +56,7 @@ def rows(source: BenchmarkSource) -> Iterator[Pending | Quarantine]:
     return convert_rows(source, record)
 
 
-def record(source: BenchmarkSource, root: Path, locator: str, row: dict[str, Any]) -> Pending | Quarantine:
+def record(source: BenchmarkSource, root: AudioRoot, locator: str, row: dict[str, Any]) -> Pending | Quarantine:
     try:
         bench = benchmark_item(row)
     except (KeyError, TypeError, BenchmarkError) as err:

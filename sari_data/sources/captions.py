@@ -4,12 +4,11 @@ clip and its caption; `sari-data questions` writes the multiple-choice items fro
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 from corpus.records import Clip, Quarantine, make_item_id
 from sari_data.recipe import CaptionsSource
-from sari_data.sources.common import Pending, audio_source, convert_rows, pending
+from sari_data.sources.common import AudioRoot, Pending, audio_source, convert_rows, pending
 
 
 def rows(source: CaptionsSource) -> Iterator[Pending | Quarantine]:
@@ -17,7 +16,7 @@ def rows(source: CaptionsSource) -> Iterator[Pending | Quarantine]:
     return convert_rows(source, record)
 
 
-def record(source: CaptionsSource, root: Path, locator: str, row: dict[str, Any]) -> Pending | Quarantine:
+def record(source: CaptionsSource, root: AudioRoot, locator: str, row: dict[str, Any]) -> Pending | Quarantine:
     audio = row.get(source.audio_column)
     source_id = row.get(source.id_column)
     if source_id is None:  # fall back to the audio path, which names the clip

@@ -9,12 +9,12 @@ from collections.abc import Iterator
 
 from corpus.records import Clip, Quarantine, make_item_id
 from sari_data.recipe import ClothoAqaSource
-from sari_data.sources.common import Pending, audio_source, pending, read_rows
+from sari_data.sources.common import AudioRoot, Pending, audio_source, pending, read_rows
 
 
 def rows(source: ClothoAqaSource) -> Iterator[Pending | Quarantine]:
     """The source's rows as records waiting for audio (text already checked) or quarantine."""
-    root = source.root()
+    root = AudioRoot.of(source)
     groups: dict[tuple[str, str], list[tuple[str, str]]] = {}  # (file, question) -> [(locator, answer)]
     for row in read_rows(source.path, source.name):
         if isinstance(row, Quarantine):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -128,16 +129,42 @@ def _dataset_rows(folder: Path) -> Iterator[Row]:
         yield f"{folder}#{index}", row
 
 
-def convert_rows(source: Any, convert: Callable[[Any, Path, str, dict[str, Any]], Pending | Quarantine]
+@dataclass(frozen=True)
+class AudioRoot:
+    """Where a source's audio paths resolve: its `audio_root`, after the recipe's prefix rewrite."""
+
+    folder: Path
+    prefix: tuple[str, str] | None = None  # (from, to)
+
+    @classmethod
+    def of(cls, source: Any) -> AudioRoot:
+        rewrite = source.audio_path_prefix
+        return cls(source.root(), (rewrite.from_, rewrite.to) if rewrite else None)
+
+    def resolve(self, written: str) -> Path | Failure:
+        return resolve_in_root(self.folder, self.rewritten(written))
+
+    def rewritten(self, written: str) -> str:
+        """`written` with the prefix replaced; `to` is relative to where the command runs, like
+        every path in a recipe, so the result is made absolute and judged against the root."""
+        if self.prefix is None:
+            return written
+        old, new = self.prefix[0].rstrip("/"), self.prefix[1]
+        if written != old and not written.startswith(old + "/"):
+            return written
+        return os.path.join(os.path.abspath(new), written[len(old):].lstrip("/"))
+
+
+def convert_rows(source: Any, convert: Callable[[Any, AudioRoot, str, dict[str, Any]], Pending | Quarantine]
                  ) -> Iterator[Pending | Quarantine]:
     """A file source's rows, each turned into one record by `convert(source, audio_root, locator,
     row)`; rows that could not be read pass through as the quarantine records `read_rows` made."""
-    root = source.root()
+    root = AudioRoot.of(source)
     for row in read_rows(source.path, source.name):
         yield row if isinstance(row, Quarantine) else convert(source, root, *row)
 
 
-def audio_source(root: Path, value: Any) -> AudioSource | Failure:
+def audio_source(root: AudioRoot, value: Any) -> AudioSource | Failure:
     """An audio cell: a path under `root`, or a {bytes, path} struct from a `datasets` Audio column."""
     if isinstance(value, dict):
         if value.get("bytes"):
@@ -145,7 +172,7 @@ def audio_source(root: Path, value: Any) -> AudioSource | Failure:
         value = value.get("path")
     if not isinstance(value, str) or not value.strip():
         return "missing_audio", f"no audio path in the row (got {value!r})"
-    return resolve_in_root(root, value)
+    return root.resolve(value)
 
 
 @dataclass

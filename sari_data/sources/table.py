@@ -14,12 +14,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 from corpus.records import Item, Quarantine, make_item_id
 from sari_data.recipe import TableSource
-from sari_data.sources.common import Pending, audio_source, convert_rows, pending
+from sari_data.sources.common import AudioRoot, Pending, audio_source, convert_rows, pending
 
 FIELDS = ("id", "audio", "question", "choices", "answer", "task", "category", "sub_category", "caption")
 
@@ -68,7 +67,7 @@ def rows(source: TableSource) -> Iterator[Pending | Quarantine]:
     return convert_rows(source, record)
 
 
-def record(source: TableSource, root: Path, locator: str, row: dict[str, Any]) -> Pending | Quarantine:
+def record(source: TableSource, root: AudioRoot, locator: str, row: dict[str, Any]) -> Pending | Quarantine:
     if row.get(source.columns.get("id", "id")) is None:
         return Quarantine(source=source.name, locator=locator, reason="missing_id",
                           message=f"no `{source.columns.get('id', 'id')}` column value")

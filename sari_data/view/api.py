@@ -146,7 +146,9 @@ def runs(ws: Workspace, limit: int = 50) -> list[dict[str, Any]]:
     """The newest runs (provenance of every command), with anything key-like redacted."""
     rows = records(ws.frame("runs", order_by="started_at DESC, run_id").head(limit))
     for row in rows:
-        row["provenance"] = redact(json.loads(row["provenance"]) if row["provenance"] else {})
+        # NaN in records written before run records became strict JSON reads as null
+        row["provenance"] = redact(json.loads(row["provenance"], parse_constant=lambda _: None)
+                                   if row["provenance"] else {})
     return rows
 
 

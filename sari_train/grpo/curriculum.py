@@ -46,6 +46,11 @@ class CurriculumSampler:
         # A stable sort of a random permutation by bucket: easy first, shuffled within buckets.
         return sorted(permutation.tolist(), key=lambda i: self.buckets[self.ids[i]])
 
+    @property
+    def epochs_done(self) -> float:
+        """Epochs as a fraction (1.5: one pass and half of the next), as TRL logs `epoch`."""
+        return self.epoch + self.position / len(self.order)
+
     def _in_band(self, item_id: str) -> bool:
         if self.band is None or item_id not in self.rates:
             return True

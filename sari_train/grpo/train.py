@@ -302,11 +302,22 @@ def sync_vllm(engine: Any, peft_model: Any) -> float:
 
 
 def make_sampler(config: GRPOConfig, examples: list[Example]) -> CurriculumSampler:
-    """The prompt order; curriculum mode uses items with a bucket (items at 0/k have none)."""
-    difficulty = data_source(config).difficulty(config.split, config.difficulty_model)
+    """The prompt order; curriculum mode uses items with a bucket (items at 0/k have none). Random
+    order needs difficulty only for a band-pass (else its buckets are logged when there is one model's)."""
+    try:
+        difficulty = data_source(config).difficulty(config.split, config.difficulty_model)
+    except ConfigError:  # e.g. scores from several models: random order does not care whose
+        if config.sampler == "curriculum" or config.band is not None:
+            raise
+        difficulty = {}
     ids = [e.id for e in examples]
     if config.sampler == "curriculum":
-        ids = [i for i in ids if i in difficulty and difficulty[i].bucket is not None]
+        scored = [i for i in ids if i in difficulty]
+        ids = [i for i in scored if difficulty[i].bucket is not None]
+        if scored and not ids:
+            raise ConfigError(f"the curriculum is empty: all {len(scored)} scored items of split {config.split!r} "
+                              f"were never answered correctly (0/k) and left out (SARI's rule); score with a "
+                              f"model that answers some correctly, or set sampler: random")
         if not ids:
             fix = "use its `rl` config (a `bucket` column)" if config.dataset else "run `sari-data difficulty` first"
             raise ConfigError(f"no item of split {config.split!r} in {config.dataset or config.workspace} has a "

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -170,11 +171,16 @@ class AudioLM:
             raise ModelLoadError(f"{path}: model type {config.model_type!r} is not an audio LM we support "
                              f"({', '.join(kinds)})")
         kind = kinds[config.model_type]
-        if config.model_type == "qwen2_audio":
-            model = Qwen2AudioForConditionalGeneration.from_pretrained(path, dtype=getattr(torch, dtype),
-                                                                       attn_implementation=attention)
-        else:
-            model = load_thinker(path, config, getattr(torch, dtype), attention)
+        try:
+            if config.model_type == "qwen2_audio":
+                model = Qwen2AudioForConditionalGeneration.from_pretrained(path, dtype=getattr(torch, dtype),
+                                                                           attn_implementation=attention)
+            else:
+                model = load_thinker(path, config, getattr(torch, dtype), attention)
+        except pickle.UnpicklingError as err:  # weights_only loading refused a pickled object
+            raise ModelLoadError(f"{path}: its weights file holds more than tensors, so it was not loaded "
+                                 f"({str(err).splitlines()[0][:120]}); use safetensors weights from a source "
+                                 f"you trust") from None
         model = model.to(device).eval()
         tokenizer = AutoTokenizer.from_pretrained(path, padding_side="left")
         extractor = WhisperFeatureExtractor.from_pretrained(path)

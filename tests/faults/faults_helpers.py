@@ -48,3 +48,34 @@ def audio_workspace(root: Path, n: int = 4, split: str = "test") -> Path:
                  for i in range(n)]
         ws.upsert(items)
     return root
+
+
+class SilentServer:
+    """Accepts connections and reads requests, but never answers: a hung model server."""
+
+    def __init__(self):
+        import threading
+
+        self.listener = socket.socket()
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(256)
+        self.accepted: list[socket.socket] = []
+        self.base_url = f"http://127.0.0.1:{self.listener.getsockname()[1]}/v1"
+        self.thread = threading.Thread(target=self._accept, daemon=True)
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                connection, _ = self.listener.accept()
+            except OSError:  # closed
+                return
+            self.accepted.append(connection)
+
+    def __enter__(self) -> SilentServer:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.listener.close()
+        for connection in self.accepted:
+            connection.close()

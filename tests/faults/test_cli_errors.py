@@ -157,14 +157,6 @@ def test_view_port_out_of_range(built, capsys):
     assert code == 2 and "not a port number" in one_line_error(err, "sari-data view")
 
 
-def test_tiny_model_onto_an_existing_file(tmp_path, capsys):
-    file = tmp_path / "model.bin"
-    file.write_text("x")
-    code, _, err = run_cli(sari_train, ["tiny-model", file], capsys)
-    assert code == 2 and "existing file" in one_line_error(err, "sari-train tiny-model")
-    assert file.read_text() == "x"
-
-
 def test_quote_in_the_workspace_path(tmp_path):
     """COPY ... TO takes no parameters: a `'` in the path used to be a SQL parser error."""
     with Workspace(tmp_path / "it's here", create=True) as ws:

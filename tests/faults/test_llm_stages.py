@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from faults_helpers import audio_workspace, closed_port_url, one_line_error, run_cli
+from faults_helpers import SilentServer, audio_workspace, closed_port_url, one_line_error, run_cli
 
 from corpus.store import Workspace
 from corpus.testing import dummy_item
@@ -188,3 +188,37 @@ def test_the_questions_schema_declares_its_counts(tmp_path):
     assert (questions["minItems"], questions["maxItems"]) == (2, 2)
     choices = schema["$defs"]["GeneratedQuestion"]["properties"]["choices"]
     assert (choices["minItems"], choices["maxItems"]) == (4, 4)
+
+
+def test_a_server_that_never_answers_stops_the_run_after_a_few_timeouts(tmp_path, capsys):
+    """27 items x 7 attempts x the timeout, before: the run stops once every request in flight
+    and two more timed out in a row, in one line, and the run record says why."""
+    high_items(tmp_path, 6)  # 12 requests
+    with SilentServer() as server:
+        with pytest.raises(EndpointError, match="did not answer 6 requests in a row within 0.2 s"):
+            run_cot(tmp_path, config=config(server.base_url, timeout_s=0.2, max_retries=6), writer="llm", progress=False)
+        assert len(server.accepted) <= 2 * 4 + 2  # the first wave, its retries; not 12 x 7
+        code, _, err = run_cli(sari_data, ["cot", "--workspace", tmp_path, "--writer", "llm", "--base-url",
+                                           server.base_url, "--model", "m", "--timeout", "0.2", "--concurrency", "2",
+                                           "--quiet"], capsys)
+    line = one_line_error(err, "sari-data cot")
+    assert code == 2 and "accepted the connection but did not answer 4 requests in a row" in line
+    assert "raise --timeout" in line and len(cots(tmp_path)) == 0
+    with Workspace(tmp_path, read_only=True) as ws:
+        records = [json.loads(p) for p in ws.frame("runs").provenance]
+    assert [r["status"] for r in records] == ["failed", "failed"] and "did not answer" in records[-1]["error"]
+
+
+def test_a_deadline_stops_a_slow_run_and_keeps_what_finished(tmp_path, capsys):
+    import time
+
+    high_items(tmp_path, 8)  # 16 requests of 0.1 s, one at a time: 1.6 s without a deadline
+    with FakeChatServer(lambda body: time.sleep(0.1) or chain_reply(body)) as server:
+        code, _, err = run_cli(sari_data, ["cot", "--workspace", tmp_path, "--writer", "llm", "--base-url",
+                                           server.base_url, "--model", "m", "--concurrency", "1", "--deadline", "0.55",
+                                           "--quiet"], capsys)
+        sent = len(server.requests)
+    line = one_line_error(err, "sari-data cot")
+    assert code == 2 and "reached its deadline of 0.55 s" in line and "re-run to continue" in line
+    assert 3 <= sent <= 7
+    assert 2 <= len(cots(tmp_path)) <= sent  # the chains that finished are stored

@@ -3,6 +3,7 @@ characters never reach a question, and the viewer does not stall under many conn
 
 from __future__ import annotations
 
+import ast
 import json
 import random
 import re
@@ -52,13 +53,66 @@ def test_rng_states_round_trip_through_weights_only_loading(tmp_path):
     assert (random.random(), np.random.rand(), torch.rand(1).item()) == expected
 
 
-UNSAFE = "weights_only=" + "False"  # spelled in two parts, so this file does not match itself
+UNPICKLERS = ("pickle.load", "pickle.loads", "pickle.Unpickler", "dill.load", "dill.loads", "cloudpickle.load",
+              "cloudpickle.loads", "joblib.load")
 
 
-def test_no_unsafe_torch_load_anywhere():
-    found = [f"{path}:{n}" for folder in ("corpus", "sari_data", "sari_train", "bench", "scripts", "pipelines", "tests")
-             for path in (ROOT / folder).rglob("*.py") for n, line in enumerate(path.read_text().splitlines(), 1)
-             if UNSAFE in line]
+def unsafe_loads(source: str) -> list[int]:
+    """Lines that may unpickle arbitrary objects: `torch.load` without a literal `weights_only=True`
+    (however torch or its `load` is imported and named), and pickle-family loaders."""
+    tree = ast.parse(source)
+    aliases = import_aliases(tree)
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call):
+            name = call_name(node.func, aliases)
+            if name.endswith(UNPICKLERS) or (name == "torch.load" and not weights_only_true(node)):
+                found.append(node.lineno)
+    return found
+
+
+def import_aliases(tree: ast.AST) -> dict[str, str]:
+    """Local name -> dotted origin: `import torch as th` gives th -> torch, `from torch import load`
+    gives load -> torch.load."""
+    aliases = {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            aliases.update({a.asname or a.name: a.name for a in node.names})
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            aliases.update({a.asname or a.name: f"{node.module}.{a.name}" for a in node.names})
+    return aliases
+
+
+def call_name(func: ast.expr, aliases: dict[str, str]) -> str:
+    """The dotted name a call is made through, its first part resolved through the imports."""
+    parts = []
+    while isinstance(func, ast.Attribute):
+        parts.append(func.attr)
+        func = func.value
+    if not isinstance(func, ast.Name):
+        return ""
+    return ".".join([aliases.get(func.id, func.id), *reversed(parts)])
+
+
+def weights_only_true(call: ast.Call) -> bool:
+    return any(k.arg == "weights_only" and isinstance(k.value, ast.Constant) and k.value.value is True
+               for k in call.keywords)
+
+
+def test_the_unsafe_load_scan_finds_every_spelling():
+    bad = ["torch.load(p)", "torch.load(p, weights_only=False)", "torch.load(p, map_location='cpu')",
+           "import torch as th\nth.load(p)", "from torch import load\nload(p)", "from torch import load as L\nL(p)",
+           "torch.load(p, **{'weights_only': True})", "pickle.load(f)", "pickle.loads(b)", "_pickle.loads(b)",
+           "pickle.Unpickler(f).load()", "from pickle import loads\nloads(b)", "import joblib\njoblib.load(p)"]
+    assert [unsafe_loads(code) for code in bad] == [[code.count("\n") + 1] for code in bad]
+    assert unsafe_loads("torch.load(p, weights_only=True, map_location='cpu')") == []
+    assert unsafe_loads("import json\njson.load(f)\nnp.load(p)") == []
+
+
+def test_no_unsafe_loading_anywhere():
+    found = [f"{path}:{line}" for folder in ("corpus", "sari_data", "sari_train", "bench", "scripts", "pipelines",
+                                             "tests")
+             for path in (ROOT / folder).rglob("*.py") for line in unsafe_loads(path.read_text())]
     assert found == []
 
 

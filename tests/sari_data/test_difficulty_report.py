@@ -3,7 +3,8 @@ import math
 import pandas as pd
 import pytest
 
-from sari_data.difficulty_report import bucket_table, group_table, knob_tables, report_tables, write_histogram
+from sari_data.difficulty_report import (bucket_table, group_table, histogram_figure, knob_tables, report_tables,
+                                         write_histogram)
 
 
 def frame(rates, knobs, buckets, families=None, k=4):
@@ -59,8 +60,13 @@ def test_report_keeps_the_split_and_adds_the_silence_probe():
     assert report_tables(f, "validation") == {}
 
 
-def test_histogram_png_has_a_panel_per_task_and_family(tmp_path):
+def test_histogram_has_a_panel_per_task_and_family_with_one_bar_per_count(tmp_path):
     f = frame([1.0, 0.5, 0.0, 0.25], [None] * 4, [0, 1, None, 1], families=["a", "a", "b", "b"])
+    fig = histogram_figure(f)
+    bars = {ax.get_title(): [p.get_height() for p in ax.patches] for ax in fig.axes if ax.get_title()}
+    # k = 4: five bars (0..4 correct); pass rates 1.0, 0.5 (family a) and 0.0, 0.25 (family b)
+    assert bars == {"all items (n=4)": [1, 1, 1, 0, 1], "task: sound (n=4)": [1, 1, 1, 0, 1],
+                    "family: a (n=2)": [0, 0, 1, 0, 1], "family: b (n=2)": [1, 1, 0, 0, 0]}
     path = write_histogram(f, None, tmp_path / "h.png")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert write_histogram(f, "nothing-here", tmp_path / "none.png") is None

@@ -37,14 +37,19 @@ def metrics(out):
 
 def test_published_configs_give_the_workspace_examples(published):
     ws, hub = published
-    for config, split, cot in (("sft", "train", "structured"), ("rl", "train", None), ("eval", "test", None)):
+    # train_workspace: 14 valid structured chains, 16 scored train items (all solved), 8 test items
+    for config, split, cot, n in (("sft", "train", "structured", 14), ("rl", "train", None, 16),
+                                  ("eval", "test", None, 8)):
         ours, _ = DatasetSource(f"{hub}:{config}").examples(split, cot)
         theirs, _ = WorkspaceSource(ws).examples(split, cot)
+        assert len(ours) == len(theirs) == n, config  # two empty lists would compare equal
         assert [(e.id, e.question, e.choices, e.answer, e.thinking) for e in ours] == \
                [(e.id, e.question, e.choices, e.answer, e.thinking) for e in theirs]
         assert all(np.array_equal(a.waveform(), b.waveform()) for a, b in zip(ours, theirs))
     ratings = DatasetSource(f"{hub}:rl").difficulty("train")
-    for item_id, row in WorkspaceSource(ws).difficulty("train").items():
+    expected = WorkspaceSource(ws).difficulty("train")
+    assert len(ratings) == len(expected) == 16
+    for item_id, row in expected.items():
         assert (ratings[item_id].bucket, ratings[item_id].pass_rate) == (row.bucket, row.pass_rate)
 
 

@@ -109,7 +109,9 @@ def test_experiment_command_says_what_is_missing_in_one_line(tmp_path, capsys):
     assert err.startswith("sari-train experiment: error: no workspace at") and "sari-data build" in err
     assert main(["experiment", "--workspace", str(tmp_path), "--base", str(tmp_path / "missing"),
                  "--set", "arms={a: {}}"]) == 2
-    assert "base model" in capsys.readouterr().err and "\n" not in err
+    second = capsys.readouterr().err.strip()
+    assert second.startswith("sari-train experiment: error: ") and "base model" in second
+    assert str(tmp_path / "missing") in second and "\n" not in second and "Traceback" not in second
 
 
 def test_required_fields_say_so_in_help():

@@ -2,6 +2,7 @@
 processor produces (Qwen2-Audio: `AutoProcessor`; Omni, whose processor needs torchvision: its
 tokenizer, feature extractor, chat_template.json and transformers' own expansion code)."""
 
+import hashlib
 import json
 from types import SimpleNamespace
 
@@ -23,6 +24,10 @@ FILES = {
                      "spk_dict.pt", "tokenizer.json", "tokenizer_config.json", "vocab.json"},
 }
 FORMATS = ["implicit", "free", "structured"]
+# sha256 of the `chat_template` in Qwen/Qwen2.5-Omni-7B's chat_template.json: the same text as the copy
+# in transformers' tests/models/qwen2_5_omni/test_processing_qwen2_5_omni.py. Pinned, so the Omni
+# prompt test cannot pass on our own copy of the template rendered on both sides.
+OMNI_HUB_TEMPLATE_SHA256 = "d027e14db2e64eb2c23597240d42ea747b4fd5efd6e6a7604a990949c610f79c"
 QUESTION, CHOICES = "Which tone is higher, the first or the second?", ["the first", "the second"]
 
 
@@ -107,6 +112,7 @@ def test_qwen2_audio_inputs_equal_the_repo_processor(q2a, fmt):
     chats = [messages(QUESTION, CHOICES, style), messages("Is the pitch rising?", ["yes", "no"], style),
              messages(QUESTION, CHOICES, style)]
     clips = [tone(1.0), tone(7.3, 880), tone(30.0, 220)]
+    check_against_processor(lm, processor, chats, clips)
     ours = lm.encode_prompts(chats, clips)
     texts = [processor.apply_chat_template(c, tokenize=False, add_generation_prompt=True) for c in chats]
     theirs = processor(text=texts, audio=clips, sampling_rate=16000, return_tensors="pt", padding=True,
@@ -116,6 +122,29 @@ def test_qwen2_audio_inputs_equal_the_repo_processor(q2a, fmt):
     assert torch.equal(ours.input_features, theirs["input_features"])
     assert torch.equal(ours.feature_attention_mask, theirs["feature_attention_mask"])
     assert (ours.input_ids == 151646).sum(-1).tolist() == [25, 182, 750]  # 100 mel frames -> 25 tokens per second; 30-s window
+
+
+def check_against_processor(lm, processor, chats, clips):
+    ours = lm.encode_prompts(chats, clips)
+    texts = [processor.apply_chat_template(c, tokenize=False, add_generation_prompt=True) for c in chats]
+    theirs = processor(text=texts, audio=clips, sampling_rate=16000, return_tensors="pt", padding=True,
+                       padding_side="left")
+    assert torch.equal(ours.input_ids, theirs["input_ids"]) and torch.equal(ours.attention_mask, theirs["attention_mask"])
+    assert torch.equal(ours.feature_attention_mask, theirs["feature_attention_mask"])
+    return ours
+
+
+def test_odd_clip_lengths_get_the_processors_placeholder_count(q2a):
+    """Mel frame counts of every residue mod 4 (101-104, 297, 2999): an off-by-one in the audio-token
+    arithmetic for some residue shows here (a 1.03-s clip: 26 placeholders, as AutoProcessor gives)."""
+    from transformers import AutoProcessor
+
+    lm, processor = AudioLM.load(q2a), AutoProcessor.from_pretrained(q2a)
+    seconds = [1.01, 1.02, 1.03, 1.04, 2.97, 29.99]
+    chats = [messages(QUESTION, CHOICES) for _ in seconds]
+    ours = check_against_processor(lm, processor, chats, [tone(s) for s in seconds])
+    assert ours.feature_attention_mask.sum(-1).tolist() == [101, 102, 103, 104, 297, 2999]
+    assert (ours.input_ids == 151646).sum(-1).tolist() == [25, 25, 26, 26, 74, 750]
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
@@ -129,6 +158,7 @@ def test_omni_inputs_equal_what_its_processor_builds(omni, fmt):
     lm = AudioLM.load(omni)
     tokenizer = AutoTokenizer.from_pretrained(omni, padding_side="left")
     template = json.loads((omni / "chat_template.json").read_text())["chat_template"]
+    assert hashlib.sha256(template.encode()).hexdigest() == OMNI_HUB_TEMPLATE_SHA256
     style = PromptStyle(format=fmt)
     chats = [messages(QUESTION, CHOICES, style), messages("Is the pitch rising?", ["yes", "no"], style)]
     clips = [tone(1.0), tone(29.5, 880)]

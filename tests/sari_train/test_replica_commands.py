@@ -6,6 +6,7 @@ import json
 
 import pandas as pd
 import pytest
+import torch
 
 from corpus.store import Workspace
 from corpus.testing import dummy_benchmark, dummy_item
@@ -65,10 +66,26 @@ def test_sft_then_grpo_and_the_checkpoints_load(replica_dirs, train_workspace, t
     grpo = train_grpo(GRPOConfig(model=sft["final"], workspace=train_workspace, out=tmp_path / "grpo", max_steps=1,
                                  lr=1e-3, num_generations=2, prompts_per_batch=1, max_completion_length=4,
                                  eval_split=None, tensorboard=False, sampler="random"))
+    steps = [json.loads(line) for line in (tmp_path / "sft" / "metrics.jsonl").read_text().splitlines()]
+    trained = [r for r in steps if "loss" in r]
+    assert [r["step"] for r in trained] == [1, 2] and all(r["grad_norm"] > 0 for r in trained)
+    [row] = [json.loads(line) for line in (tmp_path / "grpo" / "metrics.jsonl").read_text().splitlines()]
+    assert row["step"] == 1 and "reward" in row and row["grad_norm"] >= 0
     loaded = AudioLM.load(grpo["final"])
     original = AudioLM.load(replica_dirs(name))
     assert loaded.kind == original.kind and loaded.chat_template == original.chat_template
-    assert len(json.loads((tmp_path / "grpo" / "metrics.jsonl").read_text().splitlines()[0])) > 0
+    # loading reproduces the saved model: the same logits each time, and not the untrained ones
+    logits = [last_logits(lm) for lm in (loaded, AudioLM.load(grpo["final"]), original)]
+    assert torch.equal(logits[0], logits[1]) and not torch.allclose(logits[0], logits[2])
+
+
+def last_logits(lm: AudioLM) -> torch.Tensor:
+    from corpus.testing import dummy_clip
+    from sari_train.prompts import messages
+
+    batch = lm.encode_prompts([messages("Is the tone high or low?", ["high", "low"])], [dummy_clip(1.0)])
+    with torch.no_grad():
+        return lm.model(**batch.to(lm.device).model_inputs()).logits[:, -1]
 
 
 @pytest.mark.slow

@@ -45,6 +45,8 @@ def test_bf16_sft_then_lora_grpo_with_checkpointing_on_two_processes(replica_dir
     launch(["sft", "--config", str(tmp_path / "sft.yaml"), "--out", str(tmp_path / "sft")], tmp_path)
     sft = metrics(tmp_path / "sft")
     assert [r["step"] for r in sft] == [0, 1, 2, 2] and sft[1]["grad_norm"] > 0
+    # 2 processes x batch 2 per step over the 16 train items: a quarter epoch per step (an eighth on one)
+    assert [r["epoch"] for r in sft if "epoch" in r] == [0.25, 0.5]
 
     (tmp_path / "grpo.yaml").write_text(yaml.safe_dump(dict(
         common, model=str(tmp_path / "sft" / "final"), lora={"r": 4, "alpha": 8}, max_steps=2, lr=1e-3,
@@ -56,7 +58,9 @@ def test_bf16_sft_then_lora_grpo_with_checkpointing_on_two_processes(replica_dir
     assert grpo[1]["grad_norm"] > 0 and grpo[2]["kl"] > 0  # the adapters moved away from the reference
     for run in ("sft", "grpo"):
         assert json.loads((tmp_path / run / "final" / "config.json").read_text())["dtype"] == "bfloat16"
-        assert len(list((tmp_path / run / "runs").glob("*.json"))) == 1  # rank 0 records the run
+        [record] = [json.loads(p.read_text()) for p in (tmp_path / run / "runs").glob("*.json")]  # rank 0's only
+        assert record["status"] == "ok" and record["config"]["gradient_checkpointing"] is True
+        assert record["config"]["dtype"] == "bfloat16"  # float32 master weights under bf16 autocast
 
 
 @pytest.mark.slow
