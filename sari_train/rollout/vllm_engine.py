@@ -51,9 +51,22 @@ class VLLMOptions(BaseModel):
 _STARTED: dict[str, Any] = {}
 
 
+def _let_vllm_scan_llvmlite() -> None:
+    """vLLM rebinds its kernels by scanning every loaded module's objects with `vars(obj).get(...)`;
+    llvmlite's lazy library object (loaded with librosa's numba) answers `__dict__` with a wrapped C
+    function, and the scan fails. Give it an empty namespace to answer instead."""
+    import sys
+
+    lib = getattr(sys.modules.get("llvmlite.binding.ffi"), "lib", None)
+    table = getattr(lib, "_fntab", None)
+    if isinstance(table, dict):
+        table.setdefault("__dict__", {})
+
+
 def start_llm(lm: AudioLM, options: VLLMOptions) -> Any:
     """A vLLM engine for `lm`'s architecture, in this process, with dummy weights (synced after)."""
     os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")  # colocated: weights are passed in memory
+    _let_vllm_scan_llvmlite()
     try:
         from vllm import LLM
     except ImportError as err:

@@ -36,6 +36,9 @@ def replica_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def engine(replica_dir):
+    import librosa  # librosa's numba loads llvmlite, whose objects vLLM's start-up scan once tripped on
+
+    librosa.resample(np.zeros(1600, dtype=np.float32), orig_sr=16000, target_sr=8000)
     return VLLMEngine(AudioLM.load(replica_dir))
 
 
