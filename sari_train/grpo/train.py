@@ -148,11 +148,8 @@ def completion_logits(lm: AudioLM, gen: Generated, group_size: int, shared: bool
 def with_fresh_audio(lm: AudioLM, gen: Generated, group_size: int) -> Generated:
     """`gen` with its prompt embeddings recomputed, the encoder run once per prompt and its output
     repeated for the G rows (a repeat's backward sums their gradients into the one encoder pass)."""
-    p = gen.prompt
-    first = slice(None, None, group_size)
-    prompts = type(p)(p.input_ids[first], p.attention_mask[first], p.input_features[first],
-                      p.feature_attention_mask[first])
-    embeds = lm.prompt_embeddings(prompts).repeat_interleave(group_size, dim=0)
+    embeds = lm.prompt_embeddings(gen.prompt.rows(slice(None, None, group_size)))
+    embeds = embeds.repeat_interleave(group_size, dim=0)
     return replace(gen, prompt_embeds=embeds)
 
 
@@ -194,7 +191,7 @@ def sampling_mismatch(sampled: torch.Tensor, trained: torch.Tensor, mask: torch.
     pairs: the mean, and the max (carried as a sum over one count; `Tally` keeps the max of `…max`)."""
     diff = (sampled.to(trained) - trained).abs() * mask
     return {"sampling/logprob_diff_mean": torch.stack([diff.sum(), mask.sum()]),
-            "sampling/logprob_diff_max": torch.stack([diff.max(), torch.tensor(1.0)])}
+            "sampling/logprob_diff_max": torch.stack([diff.max(), diff.new_tensor(1.0)])}
 
 
 def train_grpo(config: GRPOConfig) -> dict[str, Any]:
