@@ -28,8 +28,13 @@ def checkpoint_dir(out: Path, step: int) -> Path:
     return out / "checkpoints" / f"step-{step:06d}"
 
 
+def complete_checkpoints(out: Path) -> list[Path]:
+    """A run's checkpoints in step order, leaving out saves cut short (no state file yet)."""
+    return sorted(p for p in (out / "checkpoints").glob("step-*") if (p / "trainer_state.pt").exists())
+
+
 def latest_checkpoint(out: Path) -> Path | None:
-    found = sorted(p for p in (out / "checkpoints").glob("step-*") if (p / "trainer_state.pt").exists())
+    found = complete_checkpoints(out)
     return found[-1] if found else None
 
 
@@ -39,7 +44,7 @@ def rotate_checkpoints(out: Path, keep: int | None) -> list[Path]:
     `latest_checkpoint` to skip."""
     import shutil
 
-    found = sorted(p for p in (out / "checkpoints").glob("step-*") if (p / "trainer_state.pt").exists())
+    found = complete_checkpoints(out)
     stale = found[:-keep] if keep is not None and len(found) > keep else []
     for folder in stale:
         shutil.rmtree(folder)

@@ -308,7 +308,7 @@ def preset_setup(config: dict[str, Any]) -> Setup:
         strategy = "fsdp" if accel.get("distributed_type") == "FSDP" else "ddp"
         gpus = int(accel.get("num_processes", 1))
     lora = config.get("lora")
-    return Setup(strategy, gpus, (lora or {}).get("r", 16) if lora else None,
+    return Setup(strategy, gpus, lora.get("r", 16) if lora else None,
                  bool(config.get("gradient_checkpointing", False)), launcher)
 
 

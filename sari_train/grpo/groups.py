@@ -32,11 +32,9 @@ class Groups:
         g = len(self.texts) // len(self.examples)
         idx = torch.tensor([r * g + j for r in rows for j in range(g)], dtype=torch.long)
         gen = self.generated
-        prompt = type(gen.prompt)(*(t[idx] for t in (gen.prompt.input_ids, gen.prompt.attention_mask,
-                                                      gen.prompt.input_features, gen.prompt.feature_attention_mask)))
         return Groups([self.examples[r] for r in rows],
-                      Generated(prompt, gen.prompt_embeds[idx], gen.completion_ids[idx], gen.completion_mask[idx],
-                                None if gen.logprobs is None else gen.logprobs[idx]),
+                      Generated(gen.prompt.rows(idx), gen.prompt_embeds[idx], gen.completion_ids[idx],
+                                gen.completion_mask[idx], None if gen.logprobs is None else gen.logprobs[idx]),
                       [self.texts[i] for i in idx], self.rewards[idx], {k: [v[i] for i in idx] for k, v in
                                                                       self.parts.items()}, self.correct[idx])
 

@@ -119,14 +119,20 @@ class PromptBatch:
         return dict(input_ids=self.input_ids, attention_mask=self.attention_mask,
                     input_features=self.input_features, feature_attention_mask=self.feature_attention_mask)
 
-    def repeat(self, k: int) -> PromptBatch:
-        """Each prompt k times in a row (the naive path: the audio is encoded k times)."""
-        return PromptBatch(*(t.repeat_interleave(k, dim=0) for t in
+    def _map(self, fn: Any) -> PromptBatch:
+        return PromptBatch(*(fn(t) for t in
                              (self.input_ids, self.attention_mask, self.input_features, self.feature_attention_mask)))
 
+    def repeat(self, k: int) -> PromptBatch:
+        """Each prompt k times in a row (the naive path: the audio is encoded k times)."""
+        return self._map(lambda t: t.repeat_interleave(k, dim=0))
+
+    def rows(self, index: torch.Tensor | slice) -> PromptBatch:
+        """Only the rows at `index`."""
+        return self._map(lambda t: t[index])
+
     def to(self, device: torch.device | str) -> PromptBatch:
-        return PromptBatch(*(t.to(device) for t in
-                             (self.input_ids, self.attention_mask, self.input_features, self.feature_attention_mask)))
+        return self._map(lambda t: t.to(device))
 
 
 class _EmbeddingsReady(Exception):

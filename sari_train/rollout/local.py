@@ -181,7 +181,7 @@ def sample_after_prefill(model: torch.nn.Module, cache: Any, last_prompt_token: 
                            use_cache=True).logits[:, -1].float()
             logits = logits / settings.temperature if settings.temperature != 1.0 else logits
             token = inverse_cdf(top_p(None, logits) if top_p is not None else logits, uniforms[:, step])
-            logprobs.append(logits.log_softmax(-1).gather(-1, token[:, None]).squeeze(1))
+            logprobs.append(logits.gather(-1, token[:, None]).squeeze(1) - logits.logsumexp(-1))
             token = token * unfinished + pad_id * (1 - unfinished)
             tokens.append(token)
             unfinished = unfinished & ~torch.isin(token, stop)

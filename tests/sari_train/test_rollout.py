@@ -46,10 +46,11 @@ def test_settings_key_names_the_sampling_not_k():
 
 
 @pytest.mark.parametrize("temperature,top_p", [(1.0, 1.0), (0.7, 0.9)])
-def test_lean_sampling_stops_rows_and_keeps_top_p(tiny_qwen2_audio, temperature, top_p):
-    """Ragged prompts, rows that stop early (every fifth token id stops), temperature and top-p:
-    rows end at their first stop token and get padding after it; under top-p every drawn token lies
-    in its step's nucleus (its log-prob under logits / temperature is among the top-p mass)."""
+def test_lean_sampling_stops_rows_and_pads_after_them(tiny_qwen2_audio, temperature, top_p):
+    """Ragged prompts, rows that stop early (every fifth token id stops), with and without
+    temperature and top-p: rows end at their first stop token and get padding after it, and every
+    token has a log-prob. (Tokens outside the top-p nucleus have -inf logits, which the inverse CDF
+    never draws: test_positions.py checks that by hand.)"""
     lm, k = tiny_qwen2_audio, 3
     settings = SamplingSettings(k=k, temperature=temperature, top_p=top_p, max_new_tokens=40)
     batch = lm.encode_prompts([messages("Is the tone high or low?", ["high", "low"]), messages("Q?", ["a", "b"])],
