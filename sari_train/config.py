@@ -14,6 +14,7 @@ import yaml
 from pydantic import AliasChoices, BaseModel, ValidationError
 
 from corpus.settings import apply_override, parse_yaml, read_yaml_mapping
+from sari_train.trl_names import SWITCHES, TRL_NAMES, UNSUPPORTED
 
 C = TypeVar("C", bound=BaseModel)
 
@@ -44,7 +45,10 @@ def add_config_flags(parser: argparse.ArgumentParser, cls: type[BaseModel]) -> N
         flags = _spellings(_names(name, field.validation_alias))
         default = "required" if field.is_required() else f"default: {'none' if field.default is None else field.default}"
         help_text = f"{field.description or ''} ({default})".strip()
-        if field.annotation is bool:
+        if name in SWITCHES:  # TRL's bare switch (--push_to_hub), or our value (--push-to-hub me/model)
+            parser.add_argument(*flags, dest=f"cfg_{name}", nargs="?", const="true", default=None,
+                                help=f"{help_text}; bare (TRL): true", metavar=name.upper())
+        elif field.annotation is bool:
             parser.add_argument(*flags, dest=f"cfg_{name}", action=argparse.BooleanOptionalAction, default=None,
                                 help=help_text)
         elif bool in typing.get_args(field.annotation):  # a switch that may also take a value (--resume [PATH])
@@ -54,12 +58,18 @@ def add_config_flags(parser: argparse.ArgumentParser, cls: type[BaseModel]) -> N
             parser.add_argument(*flags, dest=f"cfg_{name}", default=None, help=help_text,
                                 metavar=name.upper())
     for name, help_text in TRL_ONLY_FLAGS.items():  # TRL spellings converted by the config (trl_names.to_ours)
+        if name in ("reward_funcs", "reward_weights") and "rewards" not in cls.model_fields:
+            continue
         if name in ("use_peft", "bf16", "fp16"):
             parser.add_argument(*_spellings([name]), dest=f"trl_{name}", action="store_const", const=True,
                                 default=None, help=help_text)
         else:
             parser.add_argument(*_spellings([name]), dest=f"trl_{name}", default=None, help=help_text,
-                                metavar=name.upper())
+                                metavar=name.upper(), nargs="+" if name in LIST_FLAGS else None)
+    for name in UNSUPPORTED:  # TRL flags we cannot honour: hidden, so that they get the config's one-line reason
+        if name not in cls.model_fields:
+            parser.add_argument(*_spellings([name]), dest=f"trl_{name}", nargs="?", const="true", default=None,
+                                help=argparse.SUPPRESS)
 
 
 # TRL flags that are not a field's name: converted into our fields (see sari_train/trl_names.py)
@@ -68,7 +78,10 @@ TRL_ONLY_FLAGS = {"use_peft": "TRL: train LoRA adapters (with --lora_r, --lora_a
                   "lora_dropout": "TRL: LoRA dropout (with --use_peft)",
                   "lora_target_modules": "TRL: LoRA target modules (with --use_peft)",
                   "bf16": "TRL: same as --dtype bfloat16", "fp16": "TRL: same as --dtype float16",
-                  "torch_dtype": "TRL: same as --dtype", "eval_strategy": "TRL: no (no held-out eval) or steps"}
+                  "torch_dtype": "TRL: same as --dtype", "eval_strategy": "TRL: no (no held-out eval) or steps",
+                  "reward_funcs": "TRL: reward names (accuracy_reward is our accuracy), with --reward_weights",
+                  "reward_weights": "TRL: one weight per reward of --reward_funcs"}
+LIST_FLAGS = ("lora_target_modules", "reward_funcs", "reward_weights")  # TRL's list arguments: --flag a b
 
 
 def _spellings(names: list[str]) -> list[str]:
@@ -112,7 +125,9 @@ def load_config(cls: type[C], args: argparse.Namespace, stage: str | None = None
             data[key[4:]] = flag_value(cls, key[4:], value)
             flagged.append(key[4:])
         elif key.startswith("trl_") and value is not None:
-            data[key[4:]] = parse_yaml(value, f"--{key[4:]} {value!r}", ConfigError) if isinstance(value, str) else value
+            data[key[4:]] = ([parse_yaml(v, f"--{key[4:]} {v!r}", ConfigError) for v in value] if isinstance(value, list)
+                             else parse_yaml(value, f"--{key[4:]} {value!r}", ConfigError) if isinstance(value, str)
+                             else value)
             flagged.append(key[4:])
     for override in args.set:
         apply_override(data, override, ConfigError)
@@ -122,9 +137,18 @@ def load_config(cls: type[C], args: argparse.Namespace, stage: str | None = None
     except ValidationError as err:
         keys = {str(e["loc"][0]) for e in err.errors() if e["loc"]}
         where = "flags" if not args.config or (keys and keys <= set(flagged)) else args.config
-        lines = [f"{'.'.join(map(str, e['loc'])) or '(top)'}: "
+        lines = [f"{_shown(e['loc'], data) or '(top)'}: "
                  f"{'unknown key' if e['type'] == 'extra_forbidden' else e['msg']}" for e in err.errors()]
         raise ConfigError(f"{where}: " + "; ".join(lines)) from err
+
+
+def _shown(loc: tuple, given: dict[str, Any]) -> str:
+    """An error's field as the user spelled it: TRL's name (ours in brackets) when the YAML used TRL's."""
+    name = ".".join(map(str, loc))
+    first = str(loc[0]) if loc else ""
+    if first in TRL_NAMES and first not in given and TRL_NAMES[first] in given:
+        return f"{TRL_NAMES[first]} ({name})"
+    return name
 
 
 def save_config(config: BaseModel, path: Path) -> Path:

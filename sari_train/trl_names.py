@@ -7,12 +7,16 @@ GRPO's `per_device_train_batch_size` counts completions, ours counts prompts (÷
 `reward_funcs` + `reward_weights` (lists) become `rewards` (name → weight); `dataset_config`
 joins `dataset_name` as `NAME:CONFIG`; `push_to_hub: true` + `hub_model_id` become
 `push_to_hub: ID`; `use_peft` + `lora_*` become `lora`; `report_to` may be one string (`none`,
-`all`, `wandb,trackio`). If both spellings are given, the later one wins (a flag, `--set`).
-TRL settings we do not have are still rejected as unknown keys.
+`all`, `wandb,trackio`); `log_completions: true/false` (TRL's switch) keeps our count or sets 0;
+TRL's reward name `accuracy_reward` is our `accuracy`; `lr_scheduler_type: cosine_with_restarts`
+(one cycle, TRL's default) is `cosine`. If both spellings are given, the later one wins (a flag,
+`--set`). TRL settings we do not have are still rejected as unknown keys; those in UNSUPPORTED
+(and TRL's launcher keys `num_processes`, `accelerate_config: zero2`) get a one-line reason.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from pydantic import AliasChoices
@@ -60,11 +64,21 @@ UNSUPPORTED = {
     "completion_only_loss": "SFT's loss is on the completion only (true)",
     "max_length": "prompts are never truncated (audio); use max_prompt_length to bound them",
     "mask_truncated_completions": "completions cut at max_completion_length are trained on (false)",
+    "eos_token": "SFT completions end with the chat template's <|im_end|>",
+    "num_processes": "sari-train runs in the processes it is started in: accelerate launch --num_processes N "
+                     "-m sari_train.cli ...",
 }
 NEUTRAL = {"top_k": (0, None), "repetition_penalty": (1.0, 1), "importance_sampling_level": ("token",),
            "sync_ref_model": (False,), "packing": (False,), "completion_only_loss": (True, None),
            "mask_truncated_completions": (False,), "max_length": (None,), "lr_scheduler_kwargs": (None, {}),
-           "generation_batch_size": (None,), "steps_per_generation": (None,)}
+           "generation_batch_size": (None,), "steps_per_generation": (None,), "eos_token": ("<|im_end|>", None),
+           "num_processes": (1, None)}
+# TRL settings whose TRL flag is a bare switch (`--push_to_hub`, `--log_completions`) though ours take a value
+SWITCHES = ("push_to_hub", "log_completions")
+# TRL's reward function names (trl/scripts/grpo.py) that are one of ours
+TRL_REWARDS = {"accuracy_reward": "accuracy"}
+# `trl ... --accelerate_config NAME`: TRL's built-in launcher profiles (trl/accelerate_configs/)
+TRL_PROFILES = ("fsdp1", "fsdp2", "zero1", "zero2", "zero3", "multi_gpu", "single_gpu")
 LORA = {"lora_r": "r", "lora_alpha": "alpha", "lora_dropout": "dropout", "lora_target_modules": "target_modules"}
 TRACKERS = ("tensorboard", "wandb", "trackio")
 
@@ -86,6 +100,11 @@ def to_ours(data: Any, fields: dict[str, Any]) -> Any:
         if wanted and not repo:
             raise ValueError("push_to_hub: true needs hub_model_id (or give the repo: push_to_hub: me/model)")
         data = {**data, "push_to_hub": repo if wanted else None}
+    if isinstance(data.get("log_completions"), bool):  # TRL's switch; its count is num_completions_to_print
+        wanted = data.pop("log_completions")
+        count = data.pop("num_completions_to_print", None)
+        data = {**data, "log_completions": (count if count is not None else fields["log_completions"].default)
+                if wanted else 0} if "log_completions" in fields else data
     if "use_peft" in data or any(k in data for k in LORA):
         data = _lora(data)
     canonical = {trl: ours for ours, trl in TRL_NAMES.items()}
@@ -106,6 +125,12 @@ def to_ours(data: Any, fields: dict[str, Any]) -> Any:
         data["scale_rewards"] = "group" if data["scale_rewards"] else "none"
     if data.get("schedule") == "constant_with_warmup":  # our constant schedule warms up too
         data["schedule"] = "constant"
+    if data.get("schedule") == "cosine_with_restarts" and not data.get("lr_scheduler_kwargs"):
+        data["schedule"] = "cosine"  # one cycle (TRL's default num_cycles 1) is the cosine decay
+    if str(data.get("accelerate_config")) in TRL_PROFILES and not Path(str(data["accelerate_config"])).exists():
+        raise ValueError(f"accelerate_config {data['accelerate_config']}: TRL's named launcher profiles are not "
+                         f"shipped here, and sari-train does not launch processes: accelerate launch --config_file "
+                         f"FILE -m sari_train.cli ... (accelerate_config: FILE records it for sari-train plan)")
     if isinstance(data.get("resume"), str) and data["resume"].lower() in ("true", "false"):
         data["resume"] = data["resume"].lower() == "true"
     if "torch_dtype" in data:
@@ -144,15 +169,24 @@ def _lora(data: dict[str, Any]) -> dict[str, Any]:
         return rest
     settings = {ours: data[trl] for trl, ours in LORA.items() if trl in data}
     modules = settings.pop("target_modules", None)
-    if isinstance(modules, (list, tuple)):
+    if isinstance(modules, (list, tuple)):  # TRL's documented `--lora_target_modules "q_proj", "v_proj"` gives 'q_proj,'
+        modules = [name.strip() for module in modules for name in str(module).split(",") if name.strip()]
+        modules = None if modules == ["all-linear"] else modules
+    if isinstance(modules, list):
         settings["target_modules"] = rf".*language_model.*\.({'|'.join(map(str, modules))})"
     elif modules not in (None, "all-linear"):
         settings["target_modules"] = modules
     return {**rest, "lora": settings}
 
 
-def _rewards(funcs: list[str] | None, weights: list[float] | None) -> dict[str, float]:
-    funcs = list(funcs or ["accuracy", "format"])  # our default rewards, in order
+def _rewards(funcs: list[str] | str | None, weights: list[float] | None) -> dict[str, float]:
+    funcs = [funcs] if isinstance(funcs, str) else list(funcs or ["accuracy", "format"])  # our defaults, in order
+    funcs = [TRL_REWARDS.get(f, f) for f in funcs]
+    theirs = [f for f in funcs if "." not in f and ":" not in f and f.endswith(("_reward", "_punishment"))]
+    if theirs:  # TRL's other built-ins (trl/scripts/grpo.py) are text-task rewards we do not have
+        raise ValueError(f"reward_funcs {', '.join(theirs)}: not a reward here; ours are accuracy "
+                         f"(TRL's accuracy_reward), accuracy_normalised, format, structure, accuracy_r1aqa, "
+                         f"format_r1aqa, or a dotted path package.module.function")
     weights = list(weights) if weights is not None else [1.0] * len(funcs)
     if len(weights) != len(funcs):
         raise ValueError(f"reward_weights has {len(weights)} weights for {len(funcs)} rewards ({', '.join(funcs)}); "

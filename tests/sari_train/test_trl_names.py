@@ -97,3 +97,19 @@ def test_conversions_and_their_errors():
         GRPOConfig(**base, eval_strategy="epoch")
     with pytest.raises(ValueError, match="unknown key|Extra inputs"):  # a key TRL does not have either
         GRPOConfig(**base, no_such_setting=1)
+
+
+def test_trl_switches_reward_names_and_schedules(tmp_path, capsys):
+    base = dict(model="m", workspace="w")
+    assert GRPOConfig(**base, log_completions=True).log_completions == 2  # TRL's switch: our count
+    assert GRPOConfig(**base, log_completions=True, num_completions_to_print=5).log_completions == 5
+    assert GRPOConfig(**base, log_completions=False, num_completions_to_print=5).log_completions == 0
+    assert GRPOConfig(**base, log_completions=3).log_completions == 3  # ours: a count
+    assert GRPOConfig(**base, reward_funcs=["accuracy_reward", "format"]).rewards == {"accuracy": 1.0, "format": 1.0}
+    assert GRPOConfig(**base, lr_scheduler_type="cosine_with_restarts").schedule == "cosine"
+    with pytest.raises(ValueError, match="reward_funcs think_format_reward: not a reward here"):
+        GRPOConfig(**base, reward_funcs=["think_format_reward"])
+    path = tmp_path / "c.yaml"
+    path.write_text("model: m\nworkspace: w\nlr_scheduler_type: polynomial\n")
+    assert main(["sft", "--config", str(path)]) == 2
+    assert "lr_scheduler_type (schedule): Input should be" in capsys.readouterr().err  # as the YAML spells it
