@@ -107,16 +107,28 @@ def cmd_train(args: argparse.Namespace) -> None:
         config = inherit_prompt_format(config)  # recorded resolved, in the run and its checkpoints
     shard = launched()
     if shard and shard[0] != 0:  # every rank trains; rank 0 records, prints and pushes
-        train(config)
+        trained(train, config)
         return
     with recorded_run(None, args.command, folder=config.out, config=config.model_dump(mode="json")) as results:
-        results.update(train(config))
+        results.update(trained(train, config))
     rows = {k: v for k, v in results.items() if k != "left_out"}
     print("\n".join(f"{k:>10}  {v}" for k, v in rows.items()))
     left_out = ", ".join(f"{n} ({why})" for why, n in results["left_out"].items() if n)
     print(f"{'left out':>10}  {left_out or 'none'}")
     if config.push_to_hub:
         push_and_report(config.out, config.push_to_hub, private=config.hub_private)
+
+
+def trained(train, config):
+    """`train(config)`; a split the dataset lacks is named with the flag that chooses it."""
+    from sari_train.datasets import MissingSplit
+
+    try:
+        return train(config)
+    except MissingSplit as err:
+        if err.split == config.eval_split and err.split != config.split:
+            raise ConfigError(err.hint("--eval-split (or none: no held-out eval)", "--eval-dataset")) from None
+        raise ConfigError(err.hint("--split", "--dataset")) from None
 
 
 def push_and_report(run_dir: Path, repo_id: str, private: bool = True, endpoint: str | None = None,

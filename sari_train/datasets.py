@@ -95,6 +95,21 @@ def split_spec(spec: str) -> tuple[str, str | None]:
     return (path, config or None) if sep and path else (spec, None)
 
 
+class MissingSplit(ConfigError):
+    """The dataset has no such split; the command adds the flags that choose one (`hint`)."""
+
+    def __init__(self, spec: str, split: str, splits: list[str], configs: list[str]):
+        self.spec, self.split, self.splits, self.configs = spec, split, splits, configs
+        super().__init__(f"dataset {spec} has no split {split!r} (its splits: {', '.join(splits)})")
+
+    def hint(self, split_flag: str, dataset_flag: str) -> str:
+        """The message plus how to fix it, e.g. `--split train`, or the published `eval` config's held-out items."""
+        path, config = split_spec(self.spec)
+        held_out = (f", or take the held-out items from its eval config: {dataset_flag} {path}:eval"
+                    if "eval" in self.configs and config != "eval" else "")
+        return f"{self}; choose one with {split_flag}{held_out}"
+
+
 @dataclass
 class DatasetSource:
     """One dataset (and config) read split by split; rows become `Example`s."""
@@ -120,9 +135,12 @@ class DatasetSource:
         try:
             ds = load_dataset(str(local) if local else path, config, split=split, streaming=self.streaming)
         except Exception as err:  # noqa: BLE001 - datasets raises many kinds; the user needs one line
+            splits = self.names("split")
+            if splits and split not in splits:
+                raise MissingSplit(self.spec, split, splits, self.names("config")) from None
             reason = " ".join(str(err).split())[:300]
             raise ConfigError(f"dataset {self.spec} (split {split!r}): cannot load it ({type(err).__name__}: "
-                              f"{reason}); check the id or folder, the :config and --split") from None
+                              f"{reason}); check the id or folder, the :config and the split") from None
         names = list(ds.features) if ds.features is not None else None  # unknown until read when streaming
         if names is not None:
             self.check_columns(names, split)
@@ -130,6 +148,18 @@ class DatasetSource:
         if names is not None and isinstance(ds.features[audio], Audio):
             ds = ds.cast_column(audio, Audio(decode=False))
         return ds
+
+    def names(self, kind: str) -> list[str]:
+        """The dataset's split names (of its config) or config names; [] when they cannot be read."""
+        from datasets import get_dataset_config_names, get_dataset_split_names
+
+        path, config, local = self._location
+        try:
+            if kind == "split":
+                return list(get_dataset_split_names(str(local) if local else path, config))
+            return list(get_dataset_config_names(str(local) if local else path))
+        except Exception:  # noqa: BLE001 - only to word an error better
+            return []
 
     def check_columns(self, names: list[str], split: str) -> None:
         missing = [c for c in (self.column(o) for o in ("question", "choices", "answer", "audio")) if c not in names]

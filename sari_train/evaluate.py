@@ -51,7 +51,7 @@ from corpus.clips import load_clip, read_audio, under_root
 from corpus.scoring import extract_answer, mmau_match
 from corpus.store import Workspace
 from sari_train.config import ConfigError
-from sari_train.datasets import DatasetOptions
+from sari_train.datasets import DatasetOptions, MissingSplit
 from sari_train.device import AttentionName, DtypeName, gather_in_order, launched, pick
 from sari_train.models.adapter import AudioLM, PromptTooLong
 from sari_train.openai_client import EndpointOptions
@@ -119,8 +119,11 @@ def difficulty_label(knob: float | None) -> str:
 def workspace_items(root: Path, split: str, limit: int | None) -> list[EvalItem]:
     with Workspace(root, read_only=True) as ws:
         items = [i for i in ws.items(split) if i.audio is not None][:limit]
+        splits = Counter(i.split for i in ws.items() if i.audio is not None) if not items else {}
     if not items:
-        raise ConfigError(f"workspace {root} has no items with audio in split {split!r}")
+        there = ", ".join(f"{name} ({n})" for name, n in sorted(splits.items())) or "none"
+        raise ConfigError(f"workspace {root} has no items with audio in split {split!r} (its splits with audio: "
+                          f"{there}); choose one with --split")
     return [corpus_item(item.model_dump(), item.audio.path, load_clip(root, item.audio)) for item in items]
 
 
@@ -146,7 +149,10 @@ def dataset_items(config: EvalConfig) -> list[EvalItem]:
     from sari_train.data import data_source
 
     source = data_source(config)
-    pairs, _ = source.records(config.split, limit=config.limit)
+    try:
+        pairs, _ = source.records(config.split, limit=config.limit)
+    except MissingSplit as err:
+        raise ConfigError(err.hint("--split", "--dataset")) from None
     items = []
     for example, row in pairs:
         fields = {ours: row.get(source.column(ours)) for ours in ("task", "category", "sub_category", "difficulty",

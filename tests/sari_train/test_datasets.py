@@ -118,3 +118,27 @@ def test_missing_columns_and_sources_are_one_line_errors(foreign, tmp_path):
 def test_gold_answer_from_text_index_or_letter():
     assert [gold_answer(a, ["low", "high"]) for a in ("high", 1, "A", "c", 2, True, "mid")] == \
            ["high", "high", "low", None, None, None, None]
+
+
+def test_a_split_the_dataset_lacks_names_its_splits_and_the_flag(published, tiny_model_dir, tmp_path, capsys):
+    """`eval` (default split test) on the `rl` config, which has only train; the training commands'
+    held-out split (--eval-split, default test) likewise; a workspace's split likewise."""
+    from sari_train.cli import main
+
+    ws, hub = published
+    common = ["--model", str(tiny_model_dir), "--out", str(tmp_path / "e")]
+    assert main(["eval", *common, "--dataset", f"{hub}:rl"]) == 2
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert line == (f"sari-train eval: error: dataset {hub}:rl has no split 'test' (its splits: train); choose one "
+                    f"with --split, or take the held-out items from its eval config: --dataset {hub}:eval")
+    assert main(["eval", *common, "--workspace", str(ws), "--split", "dev"]) == 2
+    assert capsys.readouterr().err.strip().endswith(
+        "has no items with audio in split 'dev' (its splits with audio: test (8), train (16)); choose one with --split")
+
+    assert main(["grpo", *common, "--dataset", f"{hub}:rl", "--max-steps", "1", "--report-to", "none"]) == 2
+    line = capsys.readouterr().err.strip().splitlines()[-1]  # after the model's loading bars
+    assert line.startswith("sari-train grpo: error: ")
+    assert "has no split 'test' (its splits: train); choose one with --eval-split" in line
+    assert line.endswith(f"--eval-dataset {hub}:eval")
+    assert main(["sft", *common, "--dataset", f"{hub}:sft", "--split", "dev", "--report-to", "none"]) == 2
+    assert "has no split 'dev' (its splits: train); choose one with --split" in capsys.readouterr().err
