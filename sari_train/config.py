@@ -47,7 +47,7 @@ def add_config_flags(parser: argparse.ArgumentParser, cls: type[BaseModel]) -> N
         help_text = f"{field.description or ''} ({default})".strip()
         if name in SWITCHES:  # TRL's bare switch (--push_to_hub), or our value (--push-to-hub me/model)
             parser.add_argument(*flags, dest=f"cfg_{name}", nargs="?", const="true", default=None,
-                                help=f"{help_text}; bare (TRL): true", metavar=name.upper())
+                                help=f"{help_text}; bare: TRL's switch (true)", metavar=name.upper())
         elif field.annotation is bool:
             parser.add_argument(*flags, dest=f"cfg_{name}", action=argparse.BooleanOptionalAction, default=None,
                                 help=help_text)
@@ -58,7 +58,7 @@ def add_config_flags(parser: argparse.ArgumentParser, cls: type[BaseModel]) -> N
             parser.add_argument(*flags, dest=f"cfg_{name}", default=None, help=help_text,
                                 metavar=name.upper())
     for name, help_text in TRL_ONLY_FLAGS.items():  # TRL spellings converted by the config (trl_names.to_ours)
-        if name in ("reward_funcs", "reward_weights") and "rewards" not in cls.model_fields:
+        if name in FLAG_FIELD and FLAG_FIELD[name] not in cls.model_fields:  # e.g. --reward_funcs: GRPO only
             continue
         if name in ("use_peft", "bf16", "fp16"):
             parser.add_argument(*_spellings([name]), dest=f"trl_{name}", action="store_const", const=True,
@@ -80,7 +80,9 @@ TRL_ONLY_FLAGS = {"use_peft": "TRL: train LoRA adapters (with --lora_r, --lora_a
                   "bf16": "TRL: same as --dtype bfloat16", "fp16": "TRL: same as --dtype float16",
                   "torch_dtype": "TRL: same as --dtype", "eval_strategy": "TRL: no (no held-out eval) or steps",
                   "reward_funcs": "TRL: reward names (accuracy_reward is our accuracy), with --reward_weights",
-                  "reward_weights": "TRL: one weight per reward of --reward_funcs"}
+                  "reward_weights": "TRL: one weight per reward of --reward_funcs",
+                  "hub_model_id": "TRL: the Hub repo of --push_to_hub"}
+FLAG_FIELD = {"reward_funcs": "rewards", "reward_weights": "rewards", "hub_model_id": "push_to_hub"}  # what they set
 LIST_FLAGS = ("lora_target_modules", "reward_funcs", "reward_weights")  # TRL's list arguments: --flag a b
 
 
