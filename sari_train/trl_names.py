@@ -3,7 +3,8 @@
 Each setting has one canonical name (ours, saved in every run's config.yaml); TRL's name is a
 documented alias accepted in YAML, `--set` and as a second flag (`--lr` and `--learning-rate`).
 A few TRL settings need a conversion rather than a rename (`to_ours`): `bf16`/`fp16` set `dtype`;
-GRPO's `per_device_train_batch_size` counts completions, ours counts prompts (÷ G);
+`per_device_train_batch_size` is SFT's `batch_size` and GRPO's `completions_per_batch` (both TRL's
+meaning: examples, resp. completions, per micro-batch and process);
 `reward_funcs` + `reward_weights` (lists) become `rewards` (name → weight); `dataset_config`
 joins `dataset_name` as `NAME:CONFIG`; `push_to_hub: true` + `hub_model_id` become
 `push_to_hub: ID`; `use_peft` + `lora_*` become `lora`; `report_to` may be one string (`none`,
@@ -35,7 +36,8 @@ TRL_NAMES = {
     "log_completions": "num_completions_to_print",
     "hub_private": "hub_private_repo",
     "streaming": "dataset_streaming",
-    "batch_size": "per_device_train_batch_size",  # SFT; GRPO's counts completions (converted, see below)
+    "batch_size": "per_device_train_batch_size",  # SFT
+    "completions_per_batch": "per_device_train_batch_size",  # GRPO: TRL counts completions too
 }
 # the same name in both (listed for the README table and the test of a TRL-style YAML)
 SHARED = ("dtype", "max_steps", "num_generations", "beta", "temperature", "top_p", "max_completion_length", "loss_type",
@@ -44,7 +46,7 @@ SHARED = ("dtype", "max_steps", "num_generations", "beta", "temperature", "top_p
           "warmup_ratio", "max_prompt_length", "adam_beta1", "adam_beta2")
 # TRL names that need a conversion, not a rename: TRL's -> ours
 CONVERTED = {"bf16": "dtype", "fp16": "dtype", "torch_dtype": "dtype", "optim": "(adamw_torch only)",
-             "eval_strategy": "eval_split (no) / eval_every (steps)", "per_device_train_batch_size": "prompts_per_batch (GRPO: ÷ G)",
+             "eval_strategy": "eval_split (no) / eval_every (steps)",
              "reward_weights": "rewards", "reward_funcs": "rewards", "dataset_config": "dataset",
              "push_to_hub + hub_model_id": "push_to_hub", "use_peft + lora_*": "lora"}
 # TRL settings we cannot honour: a one-line error names them, unless set to the value that means "off"
@@ -53,7 +55,8 @@ UNSUPPORTED = {
     "top_k": "sampling is temperature + top-p only (top_k 0 or none means off)",
     "repetition_penalty": "sampled rollouts are the policy's own distribution (1.0 means off)",
     "importance_sampling_level": "the ratio is per token (token)",
-    "generation_batch_size": "each optimizer step samples its own prompts (prompts_per_batch × grad_accum)",
+    "generation_batch_size": "each optimizer step samples its own completions (TRL's default: "
+                             "per_device_train_batch_size × gradient_accumulation_steps × processes)",
     "steps_per_generation": "one generation round per optimizer step; num_iterations reuses it",
     "sync_ref_model": "the reference model stays the starting model (false)",
     "packing": "SFT examples are not packed (false)",
@@ -78,9 +81,6 @@ def to_ours(data: Any, fields: dict[str, Any]) -> Any:
     """Rewrite the TRL settings that are not plain renames (see the module docstring)."""
     if not isinstance(data, dict):
         return data
-    if "per_device_train_batch_size" in data and "prompts_per_batch" in fields:
-        data = {k: v for k, v in data.items() if k != "per_device_train_batch_size"} | _prompts_per_batch(
-            data["per_device_train_batch_size"], data.get("num_generations", fields["num_generations"].default))
     if isinstance(data.get("push_to_hub"), bool) or "hub_model_id" in data:  # TRL: a bool plus the repo id
         wanted, repo = data.pop("push_to_hub", bool(data.get("hub_model_id"))), data.pop("hub_model_id", None)
         if wanted and not repo:
@@ -88,7 +88,7 @@ def to_ours(data: Any, fields: dict[str, Any]) -> Any:
         data = {**data, "push_to_hub": repo if wanted else None}
     if "use_peft" in data or any(k in data for k in LORA):
         data = _lora(data)
-    canonical = {trl: ours for ours, trl in TRL_NAMES.items()}
+    canonical = {trl: ours for ours, trl in TRL_NAMES.items() if ours in fields}  # this command's fields
     renamed: dict[str, Any] = {}
     for key, value in data.items():  # both spellings given: the later one (a flag, --set) wins
         renamed.pop(key, None)
@@ -126,13 +126,6 @@ def to_ours(data: Any, fields: dict[str, Any]) -> Any:
     if "report_to" in data or "tensorboard" in data:
         data["report_to"] = _trackers(data.get("report_to", fields["report_to"].default), data.pop("tensorboard", None))
     return data
-
-
-def _prompts_per_batch(completions: Any, g: int) -> dict[str, int]:
-    if not isinstance(completions, int) or completions % g:
-        raise ValueError(f"per_device_train_batch_size {completions} counts completions and must be a multiple of "
-                         f"num_generations {g} here (each process samples whole groups); or set prompts_per_batch")
-    return {"prompts_per_batch": completions // g}
 
 
 def _lora(data: dict[str, Any]) -> dict[str, Any]:

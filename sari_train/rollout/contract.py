@@ -62,6 +62,11 @@ class Generated:
     completion_mask: torch.Tensor  # (B*k, L), 1 up to and including the stop token
     logprobs: torch.Tensor | None = None  # (B*k, L)
 
+    def rows(self, index: torch.Tensor) -> Generated:
+        """Only the rows at `index`."""
+        return Generated(self.prompt.rows(index), self.prompt_embeds[index], self.completion_ids[index],
+                         self.completion_mask[index], None if self.logprobs is None else self.logprobs[index])
+
 
 class Engine(Protocol):
     def sample(self, messages: Sequence[list[dict[str, Any]]], waveforms: Sequence[np.ndarray],
