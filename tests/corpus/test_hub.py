@@ -1,6 +1,8 @@
 """What a push sends (what changed, by huggingface_hub's own check) and which stale files it deletes."""
 
-from corpus.hub import dataset_data, dry_run_plan, model_weights, push, stale
+import pytest
+
+from corpus.hub import PushError, dataset_data, dry_run_plan, model_weights, push, stale
 
 REPO = "me/hub-test"
 
@@ -37,3 +39,13 @@ def test_push_sends_only_changes_and_deletes_only_stale_data(fake_hub, tmp_path)
     assert fake_hub.commits[n_commits:] == [["data/old[1].parquet", "README.md"]]  # one commit, the change only
     assert set(fake_hub.repos[REPO]) == {"README.md", "data/a.parquet", "notes.md"}
     assert push(folder, REPO, **auth).upload == [] and len(fake_hub.commits) == n_commits + 1  # nothing to send
+
+
+def test_a_refused_token_is_a_one_line_error_without_the_token(fake_hub, tmp_path):
+    (tmp_path / "README.md").write_text("# card\n")
+    wrong = "hf_WrongSecret0123456789"
+    with pytest.raises(PushError) as refused:
+        push(tmp_path, REPO, token=wrong, endpoint=fake_hub.endpoint, resume_hint="sari-data publish ws --no-export")
+    message = str(refused.value)
+    assert "401" in message and "resume with: sari-data publish ws --no-export" in message
+    assert "\n" not in message and wrong not in message and REPO not in fake_hub.repos
