@@ -43,7 +43,8 @@ TRL_NAMES = {
 SHARED = ("dtype", "max_steps", "num_generations", "beta", "temperature", "top_p", "max_completion_length", "loss_type",
           "seed", "warmup_steps", "weight_decay", "max_grad_norm", "epsilon_high", "num_iterations",
           "scale_rewards", "report_to", "run_name", "save_total_limit", "attn_implementation", "num_train_epochs",
-          "warmup_ratio", "max_prompt_length", "adam_beta1", "adam_beta2")
+          "warmup_ratio", "max_prompt_length", "adam_beta1", "adam_beta2", "top_k", "importance_sampling_level",
+          "mask_truncated_completions")
 # TRL names that need a conversion, not a rename: TRL's -> ours
 CONVERTED = {"bf16": "dtype", "fp16": "dtype", "torch_dtype": "dtype", "optim": "(adamw_torch only)",
              "eval_strategy": "eval_split (no) / eval_every (steps)",
@@ -52,9 +53,7 @@ CONVERTED = {"bf16": "dtype", "fp16": "dtype", "torch_dtype": "dtype", "optim": 
 # TRL settings we cannot honour: a one-line error names them, unless set to the value that means "off"
 UNSUPPORTED = {
     "lr_scheduler_kwargs": "schedules take no extra arguments; use lr_scheduler_type linear | cosine | constant",
-    "top_k": "sampling is temperature + top-p only (top_k 0 or none means off)",
     "repetition_penalty": "sampled rollouts are the policy's own distribution (1.0 means off)",
-    "importance_sampling_level": "the ratio is per token (token)",
     "generation_batch_size": "each optimizer step samples its own completions (TRL's default: "
                              "per_device_train_batch_size × gradient_accumulation_steps × processes)",
     "steps_per_generation": "one generation round per optimizer step; num_iterations reuses it",
@@ -62,11 +61,10 @@ UNSUPPORTED = {
     "packing": "SFT examples are not packed (false)",
     "completion_only_loss": "SFT's loss is on the completion only (true)",
     "max_length": "prompts are never truncated (audio); use max_prompt_length to bound them",
-    "mask_truncated_completions": "completions cut at max_completion_length are trained on (false)",
 }
-NEUTRAL = {"top_k": (0, None), "repetition_penalty": (1.0, 1), "importance_sampling_level": ("token",),
+NEUTRAL = {"repetition_penalty": (1.0, 1),
            "sync_ref_model": (False,), "packing": (False,), "completion_only_loss": (True, None),
-           "mask_truncated_completions": (False,), "max_length": (None,), "lr_scheduler_kwargs": (None, {}),
+           "max_length": (None,), "lr_scheduler_kwargs": (None, {}),
            "generation_batch_size": (None,), "steps_per_generation": (None,)}
 LORA = {"lora_r": "r", "lora_alpha": "alpha", "lora_dropout": "dropout", "lora_target_modules": "target_modules"}
 TRACKERS = ("tensorboard", "wandb", "trackio")
@@ -108,6 +106,8 @@ def to_ours(data: Any, fields: dict[str, Any]) -> Any:
         data["schedule"] = "constant"
     if isinstance(data.get("resume"), str) and data["resume"].lower() in ("true", "false"):
         data["resume"] = data["resume"].lower() == "true"
+    if "top_k" in data and data["top_k"] is None:  # TRL's "off"
+        data["top_k"] = 0
     if "torch_dtype" in data:
         data.setdefault("dtype", data.pop("torch_dtype"))
     if data.get("optim", "adamw_torch") not in ("adamw_torch", "adamw_torch_fused"):

@@ -67,6 +67,8 @@ class GRPOConfig(TrainConfig):
                                 "processes) must be whole groups, a group may span micro-batches and processes")
     temperature: float = Field(1.0, gt=0, description="sampling temperature (log-probs use it too)")
     top_p: float = Field(1.0, gt=0, le=1)
+    top_k: int = Field(0, ge=0, description="sample from the k most likely tokens (0: off); log-probs stay the "
+                                            "full distribution's under the temperature, as TRL's")
     max_completion_length: int = Field(256, ge=1, description="generation budget per completion")
     rewards: dict[str, float] = Field({"accuracy": 1.0, "format": 1.0},
                                       description="reward name or dotted path -> weight")
@@ -77,6 +79,10 @@ class GRPOConfig(TrainConfig):
     kl_ratio_weight: bool = Field(False, description="weight the KL by the policy ratio (DeepSeek-V3.2, TRL ≥ 1.0)")
     epsilon_low: float = Field(0.2, ge=0, description="clip below 1 − ε_low")
     epsilon_high: float = Field(0.2, ge=0, description="clip above 1 + ε_high (DAPO: 0.28)")
+    importance_sampling_level: losses.RatioLevel = Field("token", description="token: a ratio per token (GRPO); "
+                                                         "sequence: one per completion (GSPO)")
+    mask_truncated_completions: bool = Field(False, description="leave completions cut at max_completion_length "
+                                                                "(no stop token) out of the loss (DAPO)")
     num_iterations: int = Field(1, ge=1, description="μ: update passes per generation round")
     filter_zero_variance: bool = Field(False, description="drop groups whose rewards are all equal, re-sample")
     max_resample_rounds: int = Field(2, ge=0, description="re-sampling rounds when filtering")
@@ -119,6 +125,7 @@ def sample_groups(lm: AudioLM, examples: list[Example], config: GRPOConfig, rewa
     except PromptTooLong as err:
         raise ConfigError(f"item {examples[err.row].id}: {err}") from None
     settings = SamplingSettings(k=config.num_generations, temperature=config.temperature, top_p=config.top_p,
+                                top_k=config.top_k,
                                 max_new_tokens=config.max_completion_length)
     # a prompt's seed names (seed, step, its place in the step): the same completions on any number of
     # processes and micro-batches
@@ -174,13 +181,14 @@ def micro_batch_loss(lm: AudioLM, model: torch.nn.Module, x: MicroBatch, config:
                                fresh_audio=not config.freeze_audio_tower)
     logp = losses.token_logprobs(logits, gen.completion_ids, config.temperature)
     old_logp = logp.detach() if x.old_logp is None else x.old_logp  # the trained policy at sampling time
-    mask = gen.completion_mask.float()
+    kept = loss_mask(x, config, lm.stop_token_ids)
+    mask = kept.float()
     weight = None
     if config.use_vllm and config.vllm_importance_sampling_correction:
         weight = losses.sampling_correction(old_logp, gen.logprobs, mask, config.vllm_importance_sampling_mode,
                                             config.vllm_importance_sampling_clip_max)
     loss, stats = losses.policy_loss(
-        logp, old_logp, x.advantages, gen.completion_mask,
+        logp, old_logp, x.advantages, kept, ratio_level=config.importance_sampling_level,
         loss_type=config.loss_type, epsilon_low=config.epsilon_low, epsilon_high=config.epsilon_high,
         beta=config.beta, ref_logp=x.ref_logp, kl_estimator=config.kl_estimator,
         max_completion_length=config.max_completion_length, step_tokens=step_tokens,
@@ -196,6 +204,17 @@ def micro_batch_loss(lm: AudioLM, model: torch.nn.Module, x: MicroBatch, config:
     stats["entropy"] = torch.stack([(losses.token_entropy(logits, config.temperature) * mask).sum(), mask.sum()])
     stats["loss"] = torch.stack([share.detach().cpu(), torch.tensor(1.0 / micro_batches)])  # the step's objective
     return share, stats
+
+
+def loss_mask(x: MicroBatch, config: GRPOConfig, stop_ids: list[int]) -> torch.Tensor:
+    """The completion tokens the loss counts: all, or with `mask_truncated_completions` only those of
+    completions that ended on a stop token (DAPO's overlong filtering)."""
+    gen = x.generated
+    if not config.mask_truncated_completions:
+        return gen.completion_mask
+    stopped = torch.isin(gen.completion_ids, torch.tensor(list(stop_ids), device=gen.completion_ids.device))
+    ended = (stopped & gen.completion_mask.bool()).any(dim=-1, keepdim=True)
+    return gen.completion_mask * ended
 
 
 def sampling_mismatch(sampled: torch.Tensor, trained: torch.Tensor, mask: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -261,8 +280,8 @@ def train_grpo(config: GRPOConfig) -> dict[str, Any]:
                 if config.beta > 0:
                     with peft_model.disable_adapter() if peft_model is not None else nullcontext():
                         x.ref_logp = _logp(reference or lm, x.generated, x.group_size, config)
-        step_tokens = float(accelerator.reduce(sum(x.generated.completion_mask.sum() for x in micro).float(),
-                                               "sum")) / world
+        step_tokens = float(accelerator.reduce(sum(loss_mask(x, config, lm.stop_token_ids).sum() for x in micro)
+                                               .float(), "sum")) / world
         for _ in range(config.num_iterations):
             # 4. policy pass and backward, one micro-batch at a time (DDP syncs on the last)
             for k, x in enumerate(micro):

@@ -22,6 +22,7 @@ TRL_YAML = {
     "scale_rewards": "batch", "num_iterations": 2, "reward_funcs": ["accuracy", "format"],
     "reward_weights": [2.0, 1.0], "num_completions_to_print": 1, "save_total_limit": 1, "attn_implementation": "sdpa",
     "num_train_epochs": 1, "warmup_ratio": 0.5, "max_prompt_length": 4096, "adam_beta1": 0.9, "adam_beta2": 0.99,
+    "top_k": 50, "importance_sampling_level": "sequence", "mask_truncated_completions": True,
 }
 OURS = {"lr": 2.0e-3, "schedule": "cosine", "warmup_steps": 1, "weight_decay": 0.01, "max_grad_norm": 0.5,
         "grad_accum": 2, "completions_per_batch": 4, "num_generations": 2, "max_steps": 2, "log_every": 1,
@@ -31,7 +32,8 @@ OURS = {"lr": 2.0e-3, "schedule": "cosine", "warmup_steps": 1, "weight_decay": 0
         "num_iterations": 2, "rewards": {"accuracy": 2.0, "format": 1.0}, "log_completions": 1,
         "split": "train", "eval_split": "test", "streaming": False, "hub_private": True, "save_total_limit": 1,
         "attn_implementation": "sdpa", "num_train_epochs": 1, "warmup_ratio": 0.5, "max_prompt_length": 4096,
-        "adam_beta1": 0.9, "adam_beta2": 0.99}  # max_steps 2 wins over num_train_epochs; ceil(0.5 · 2) = 1 warm-up
+        "adam_beta1": 0.9, "adam_beta2": 0.99, "top_k": 50, "importance_sampling_level": "sequence",
+        "mask_truncated_completions": True}  # max_steps 2 wins over num_train_epochs; ceil(0.5 · 2) = 1 warm-up
 
 
 def test_trl_style_yaml_runs_grpo_unchanged(tiny_model_dir, train_workspace, tmp_path):
