@@ -26,7 +26,8 @@ projector are frozen by default (their cached rollout output is reused); `freeze
 false` trains them as R1-AQA did, the encoder rerunning once per prompt in the policy pass. The
 prompt runs once per group in every pass (R1-AQA ran audio and prompt G times, same maths).
 Log-probs are taken under logits / temperature, as TRL does. Options beyond the papers: bnpo,
-dr_grpo and dapo losses, asymmetric clipping, μ > 1, β = 0 without a reference model, batch-std
+dr_grpo and dapo losses, GSPO's sequence-level ratio, DAPO's overlong masking, asymmetric
+clipping, top-k sampling, μ > 1, β = 0 without a reference model, batch-std
 or no advantage scaling, zero-variance group filtering, online band-pass of the curriculum.
 """
 
