@@ -202,7 +202,7 @@ def parameter_counts(d: Dims) -> Counts:
 class Workload:
     """One micro-batch per GPU and how it is trained."""
 
-    sequences: int  # SFT: batch_size; GRPO: prompts_per_batch × G
+    sequences: int  # SFT: batch_size; GRPO: prompts_per_batch × G, or completions_per_batch
     prompt_tokens: int
     completion_tokens: int
     rollout_prompts: int = 0  # GRPO: prompts sampled at once per GPU (each G times); 0 for SFT
@@ -272,8 +272,11 @@ def workload(stage: str, config: dict[str, Any], clip_seconds: float = 30.0, tex
     prompt = audio_tokens(clip_seconds) + text_tokens
     if stage == "grpo":
         g, prompts = config.get("num_generations", 8), config.get("prompts_per_batch", 1)
+        rows = config.get("completions_per_batch") or config.get("per_device_train_batch_size") or prompts * g
+        if rows % g:  # groups span micro-batches: one sampling round of the step's groups (see grpo/train.py)
+            prompts = -(-rows * config.get("grad_accum", config.get("gradient_accumulation_steps", 1)) // g) + 1
         completion = completion_tokens or config.get("max_completion_length", 256)
-        return Workload(sequences=prompts * g, prompt_tokens=prompt, completion_tokens=completion,
+        return Workload(sequences=rows, prompt_tokens=prompt, completion_tokens=completion,
                         rollout_prompts=prompts, generations=g, mixed=mixed,
                         reference=config.get("beta", 0.04) > 0 and config.get("lora") is None,
                         train_audio=not config.get("freeze_audio_tower", True))
@@ -425,7 +428,8 @@ def preset_stages(preset: dict[str, Any]) -> dict[str, dict[str, Any]]:
     blocks = {s: {**shared, **preset[s]} for s in ("sft", "grpo") if isinstance(preset.get(s), dict)}
     if blocks:
         return blocks
-    grpo_keys = {"num_generations", "max_completion_length", "beta", "rewards", "prompts_per_batch"}
+    grpo_keys = {"num_generations", "max_completion_length", "beta", "rewards", "prompts_per_batch",
+                 "completions_per_batch"}
     return {"grpo" if grpo_keys & set(preset) else "sft": preset}
 
 

@@ -3,7 +3,8 @@
 Each setting has one canonical name (ours, saved in every run's config.yaml); TRL's name is a
 documented alias accepted in YAML, `--set` and as a second flag (`--lr` and `--learning-rate`).
 A few TRL settings need a conversion rather than a rename (`to_ours`): `bf16`/`fp16` set `dtype`;
-GRPO's `per_device_train_batch_size` counts completions, ours counts prompts (÷ G);
+`per_device_train_batch_size` is SFT's `batch_size` and GRPO's `completions_per_batch` (both TRL's
+meaning: examples, resp. completions, per micro-batch and process);
 `reward_funcs` + `reward_weights` (lists) become `rewards` (name → weight); `dataset_config`
 joins `dataset_name` as `NAME:CONFIG`; `push_to_hub: true` + `hub_model_id` become
 `push_to_hub: ID`; `use_peft` + `lora_*` become `lora`; `report_to` may be one string (`none`,
@@ -39,38 +40,38 @@ TRL_NAMES = {
     "log_completions": "num_completions_to_print",
     "hub_private": "hub_private_repo",
     "streaming": "dataset_streaming",
-    "batch_size": "per_device_train_batch_size",  # SFT; GRPO's counts completions (converted, see below)
+    "batch_size": "per_device_train_batch_size",  # SFT
+    "completions_per_batch": "per_device_train_batch_size",  # GRPO: TRL counts completions too
 }
 # the same name in both (listed for the README table and the test of a TRL-style YAML)
 SHARED = ("dtype", "max_steps", "num_generations", "beta", "temperature", "top_p", "max_completion_length", "loss_type",
           "seed", "warmup_steps", "weight_decay", "max_grad_norm", "epsilon_high", "num_iterations",
           "scale_rewards", "report_to", "run_name", "save_total_limit", "attn_implementation", "num_train_epochs",
-          "warmup_ratio", "max_prompt_length", "adam_beta1", "adam_beta2")
+          "warmup_ratio", "max_prompt_length", "adam_beta1", "adam_beta2", "top_k", "importance_sampling_level",
+          "mask_truncated_completions")
 # TRL names that need a conversion, not a rename: TRL's -> ours
 CONVERTED = {"bf16": "dtype", "fp16": "dtype", "torch_dtype": "dtype", "optim": "(adamw_torch only)",
-             "eval_strategy": "eval_split (no) / eval_every (steps)", "per_device_train_batch_size": "prompts_per_batch (GRPO: ÷ G)",
+             "eval_strategy": "eval_split (no) / eval_every (steps)",
              "reward_weights": "rewards", "reward_funcs": "rewards", "dataset_config": "dataset",
              "push_to_hub + hub_model_id": "push_to_hub", "use_peft + lora_*": "lora"}
 # TRL settings we cannot honour: a one-line error names them, unless set to the value that means "off"
 UNSUPPORTED = {
     "lr_scheduler_kwargs": "schedules take no extra arguments; use lr_scheduler_type linear | cosine | constant",
-    "top_k": "sampling is temperature + top-p only (top_k 0 or none means off)",
     "repetition_penalty": "sampled rollouts are the policy's own distribution (1.0 means off)",
-    "importance_sampling_level": "the ratio is per token (token)",
-    "generation_batch_size": "each optimizer step samples its own prompts (prompts_per_batch × grad_accum)",
+    "generation_batch_size": "each optimizer step samples its own completions (TRL's default: "
+                             "per_device_train_batch_size × gradient_accumulation_steps × processes)",
     "steps_per_generation": "one generation round per optimizer step; num_iterations reuses it",
     "sync_ref_model": "the reference model stays the starting model (false)",
     "packing": "SFT examples are not packed (false)",
     "completion_only_loss": "SFT's loss is on the completion only (true)",
     "max_length": "prompts are never truncated (audio); use max_prompt_length to bound them",
-    "mask_truncated_completions": "completions cut at max_completion_length are trained on (false)",
     "eos_token": "SFT completions end with the chat template's <|im_end|>",
     "num_processes": "sari-train runs in the processes it is started in: accelerate launch --num_processes N "
                      "-m sari_train.cli ...",
 }
-NEUTRAL = {"top_k": (0, None), "repetition_penalty": (1.0, 1), "importance_sampling_level": ("token",),
+NEUTRAL = {"repetition_penalty": (1.0, 1),
            "sync_ref_model": (False,), "packing": (False,), "completion_only_loss": (True, None),
-           "mask_truncated_completions": (False,), "max_length": (None,), "lr_scheduler_kwargs": (None, {}),
+           "max_length": (None,), "lr_scheduler_kwargs": (None, {}),
            "generation_batch_size": (None,), "steps_per_generation": (None,), "eos_token": ("<|im_end|>", None),
            "num_processes": (1, None)}
 # TRL settings whose TRL flag is a bare switch (`--push_to_hub`, `--log_completions`) though ours take a value
@@ -92,9 +93,6 @@ def to_ours(data: Any, fields: dict[str, Any]) -> Any:
     """Rewrite the TRL settings that are not plain renames (see the module docstring)."""
     if not isinstance(data, dict):
         return data
-    if "per_device_train_batch_size" in data and "prompts_per_batch" in fields:
-        data = {k: v for k, v in data.items() if k != "per_device_train_batch_size"} | _prompts_per_batch(
-            data["per_device_train_batch_size"], data.get("num_generations", fields["num_generations"].default))
     if isinstance(data.get("push_to_hub"), bool) or "hub_model_id" in data:  # TRL: a bool plus the repo id
         wanted, repo = data.pop("push_to_hub", bool(data.get("hub_model_id"))), data.pop("hub_model_id", None)
         if wanted and not repo:
@@ -107,7 +105,7 @@ def to_ours(data: Any, fields: dict[str, Any]) -> Any:
                 if wanted else 0} if "log_completions" in fields else data
     if "use_peft" in data or any(k in data for k in LORA):
         data = _lora(data)
-    canonical = {trl: ours for ours, trl in TRL_NAMES.items()}
+    canonical = {trl: ours for ours, trl in TRL_NAMES.items() if ours in fields}  # this command's fields
     renamed: dict[str, Any] = {}
     for key, value in data.items():  # both spellings given: the later one (a flag, --set) wins
         renamed.pop(key, None)
@@ -133,6 +131,8 @@ def to_ours(data: Any, fields: dict[str, Any]) -> Any:
                          f"FILE -m sari_train.cli ... (accelerate_config: FILE records it for sari-train plan)")
     if isinstance(data.get("resume"), str) and data["resume"].lower() in ("true", "false"):
         data["resume"] = data["resume"].lower() == "true"
+    if "top_k" in data and data["top_k"] is None:  # TRL's "off"
+        data["top_k"] = 0
     if "torch_dtype" in data:
         data.setdefault("dtype", data.pop("torch_dtype"))
     if data.get("optim", "adamw_torch") not in ("adamw_torch", "adamw_torch_fused"):
@@ -151,13 +151,6 @@ def to_ours(data: Any, fields: dict[str, Any]) -> Any:
     if "report_to" in data or "tensorboard" in data:
         data["report_to"] = _trackers(data.get("report_to", fields["report_to"].default), data.pop("tensorboard", None))
     return data
-
-
-def _prompts_per_batch(completions: Any, g: int) -> dict[str, int]:
-    if not isinstance(completions, int) or completions % g:
-        raise ValueError(f"per_device_train_batch_size {completions} counts completions and must be a multiple of "
-                         f"num_generations {g} here (each process samples whole groups); or set prompts_per_batch")
-    return {"prompts_per_batch": completions // g}
 
 
 def _lora(data: dict[str, Any]) -> dict[str, Any]:

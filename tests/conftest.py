@@ -30,7 +30,7 @@ class FakeHub:
         self.types: dict[str, str] = {}  # repo -> dataset | model
         self.commits: list[list[str]] = []  # paths added or deleted per commit
         self.auth_seen: list[str] = []
-        self.fail_commit_at: int | None = None  # answer 500 to this commit (0-based)
+        self.fail_commits_from: int | None = None  # answer 500 to this commit (0-based) and every later one
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.endpoint = f"http://127.0.0.1:{self.server.server_address[1]}"
 
@@ -66,13 +66,17 @@ class FakeHub:
                 parts = urlparse(self.path).path.strip("/").split("/")
                 if not self._authorised():
                     return
-                if parts[0] == "api" and parts[1] in ("datasets", "models") and parts[4] == "tree":
+                if parts[0] == "api" and parts[1] in ("datasets", "models"):
                     repo = self._repo(parts)
                     if repo not in hub.repos:
                         return self._send(404, {"error": "Repository not found"}, {"X-Error-Code": "RepoNotFound"})
-                    files = [{"type": "file", "path": p, "size": len(b), "oid": git_blob_id(b)}
-                             for p, b in sorted(hub.repos[repo].items())]
-                    return self._send(200, files)
+                    if len(parts) == 4 or parts[4] == "revision":  # repo_info: after an upload that changed nothing
+                        sha = hashlib.sha1(str(len(hub.commits)).encode()).hexdigest()
+                        return self._send(200, {"id": repo, "sha": sha, "private": hub.private[repo]})
+                    if parts[4] == "tree":
+                        files = [{"type": "file", "path": p, "size": len(b), "oid": git_blob_id(b)}
+                                 for p, b in sorted(hub.repos[repo].items())]
+                        return self._send(200, files)
                 self._send(404, {"error": f"no route {self.path}"})
 
             def do_POST(self):
@@ -96,7 +100,7 @@ class FakeHub:
                              for f in json.loads(body)["files"]]
                     return self._send(200, {"files": files})
                 if parts[4] == "commit":
-                    if hub.fail_commit_at == len(hub.commits):
+                    if hub.fail_commits_from is not None and len(hub.commits) >= hub.fail_commits_from:
                         hub.commits.append([])
                         return self._send(500, {"error": "simulated outage"})
                     touched = []

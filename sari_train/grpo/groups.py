@@ -1,5 +1,6 @@
-"""The GRPO step's bookkeeping, kept out of the loop: one micro-batch's groups (and dropping some of
-them), and metrics summed over micro-batches and pooled over processes into TRL-named means."""
+"""The GRPO step's bookkeeping, kept out of the loop: sampled groups (and dropping some of them), the
+micro-batches they train in, and metrics summed over micro-batches and pooled over processes into
+TRL-named means."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from sari_train.rollout import Generated
 
 @dataclass
 class Groups:
-    """G completions for each of a micro-batch's prompts, and everything the loss needs."""
+    """G sampled and rewarded completions for each of some prompts."""
 
     examples: list[Example]
     generated: Generated
@@ -23,25 +24,37 @@ class Groups:
     rewards: torch.Tensor  # (n·G,)
     parts: dict[str, list[float]]
     correct: torch.Tensor  # (n·G,) exact-match accuracy, for pass rates
-    advantages: torch.Tensor | None = None
-    old_logp: torch.Tensor | None = None
-    ref_logp: torch.Tensor | None = None
 
     def keep(self, rows: list[int]) -> Groups:
         """Only the groups at `rows` (prompt indices)."""
-        g = len(self.texts) // len(self.examples)
+        g = len(self.texts) // max(len(self.examples), 1)
         idx = torch.tensor([r * g + j for r in rows for j in range(g)], dtype=torch.long)
-        gen = self.generated
-        return Groups([self.examples[r] for r in rows],
-                      Generated(gen.prompt.rows(idx), gen.prompt_embeds[idx], gen.completion_ids[idx],
-                                gen.completion_mask[idx], None if gen.logprobs is None else gen.logprobs[idx]),
-                      [self.texts[i] for i in idx], self.rewards[idx], {k: [v[i] for i in idx] for k, v in
-                                                                      self.parts.items()}, self.correct[idx])
+        return Groups([self.examples[r] for r in rows], self.generated.rows(idx), [self.texts[i] for i in idx],
+                      self.rewards[idx], {k: [v[i] for i in idx] for k, v in self.parts.items()}, self.correct[idx])
 
     def varied(self) -> Groups:
         """Only the groups whose rewards are not all equal (the others carry no signal without KL)."""
         g = len(self.texts) // len(self.examples)
         return self.keep([i for i, same in enumerate(zero_variance_groups(self.rewards, g).tolist()) if not same])
+
+
+@dataclass
+class MicroBatch:
+    """Completions that train together (one forward and backward per pass), with their advantages."""
+
+    generated: Generated
+    advantages: torch.Tensor
+    group_size: int  # consecutive rows that share a prompt: the shared-prefix passes run it once
+    old_logp: torch.Tensor | None = None
+    ref_logp: torch.Tensor | None = None
+
+
+def split_rows(generated: Generated, advantages: torch.Tensor, start: int, rows: int, count: int,
+               group_size: int) -> list[MicroBatch]:
+    """`count` micro-batches of `rows` consecutive completions from row `start` (TRL's per-device
+    batches: a group may span micro-batches). Each `group_size` block of rows shares one prompt."""
+    pieces = [torch.arange(start + m * rows, start + (m + 1) * rows) for m in range(count)]
+    return [MicroBatch(generated.rows(idx), advantages[idx], group_size) for idx in pieces]
 
 
 def cat(groups: list[Groups], field: str) -> torch.Tensor:
@@ -96,7 +109,9 @@ def step_metrics(tally: Tally, groups: list[Groups], reward_names: list[str], g:
     tally.add_values({f"rewards/{name}/mean": torch.tensor([v for x in groups for v in x.parts[name]])
                       for name in reward_names})
     row = tally.means(accelerator)
-    extremes = accelerator.gather(torch.stack([lengths.max(), lengths.min()]).to(accelerator.device)).view(-1, 2)
+    # a process may own no group when groups span processes (TRL's per-device batches)
+    local = torch.stack([lengths.max(), lengths.min()]) if len(lengths) else torch.tensor([-torch.inf, torch.inf])
+    extremes = accelerator.gather(local.to(accelerator.device)).view(-1, 2)
     row["completions/max_length"] = float(extremes[:, 0].max())
     row["completions/min_length"] = float(extremes[:, 1].min())
     return row

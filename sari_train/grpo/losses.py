@@ -4,7 +4,8 @@ Shapes: N completions (prompts × G, grouped consecutively), L completion positi
 on real completion tokens (stop token included). Conventions follow TRL's GRPOTrainer so numbers
 compare one to one (see tests/sari_train/grpo/test_trl_parity.py):
 
-    ratio    r_t   = exp(logp_t − old_logp_t)
+    ratio    r_t   = exp(logp_t − old_logp_t)                            token level (GRPO)
+             r     = exp(Σ_t (logp_t − old_logp_t)·m_t / Σ_t m_t), every t    sequence level (GSPO)
     token    ℓ_t   = −min(r_t·A, clip(r_t, 1−ε_low, 1+ε_high)·A) + β·KL_t
     grpo     mean over sequences of (Σ_t ℓ_t·m_t / Σ_t m_t)           R1-AQA, DeepSeekMath
     bnpo     Σ ℓ·m / Σ m over the micro-batch                          token mean
@@ -21,6 +22,7 @@ import torch
 LossType = Literal["grpo", "bnpo", "dr_grpo", "dapo"]
 KLEstimator = Literal["k1", "k2", "k3"]
 AdvantageScale = Literal["group", "batch", "none"]
+RatioLevel = Literal["token", "sequence"]
 STD_EPS = 1e-4  # R1-AQA / TRL: A = (r − mean) / (std + 1e-4)
 
 
@@ -98,22 +100,27 @@ def policy_loss(logp: torch.Tensor, old_logp: torch.Tensor, adv: torch.Tensor, m
                 loss_type: LossType = "grpo", epsilon_low: float = 0.2, epsilon_high: float = 0.2,
                 beta: float = 0.0, ref_logp: torch.Tensor | None = None, kl_estimator: KLEstimator = "k3",
                 max_completion_length: int | None = None, step_tokens: float | None = None,
-                kl_ratio_weight: bool = False,
-                sampling_weight: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+                kl_ratio_weight: bool = False, sampling_weight: torch.Tensor | None = None,
+                ratio_level: RatioLevel = "token") -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """The clipped surrogate plus β·KL, aggregated by `loss_type`; also the masked statistics
     TRL logs (`kl`, `clip_ratio/*`) as (sum, count) pairs so ranks and micro-batches can pool them.
 
     `kl_ratio_weight` multiplies the KL by the (differentiable) ratio, DeepSeek-V3.2's unbiased
     reverse-KL gradient and TRL ≥ 1.0's default; R1-AQA's TRL did not (our default).
-    `sampling_weight` (`sampling_correction`) scales the surrogate, not the KL, as TRL does."""
+    `sampling_weight` (`sampling_correction`) scales the surrogate, not the KL, as TRL does.
+    `ratio_level: sequence` is GSPO (TRL's `importance_sampling_level`): one ratio per completion,
+    the exp of its mean token log-ratio, clipped as a whole."""
     adv = adv.unsqueeze(1)
-    ratio = torch.exp(logp - old_logp)
+    m = mask.to(logp.dtype)
+    log_ratio = logp - old_logp
+    if ratio_level == "sequence":
+        log_ratio = (log_ratio * m).sum(-1, keepdim=True) / m.sum(-1, keepdim=True).clamp(min=1.0)
+    ratio = torch.exp(log_ratio).expand_as(logp)
     clipped = torch.clamp(ratio, 1 - epsilon_low, 1 + epsilon_high)
     per_token = -torch.min(ratio * adv, clipped * adv)
     if sampling_weight is not None:
         per_token = per_token * sampling_weight
     stats: dict[str, torch.Tensor] = {}
-    m = mask.to(logp.dtype)
     if beta != 0.0:
         if ref_logp is None:
             raise ValueError("beta > 0 needs reference log-probs")

@@ -13,18 +13,27 @@ group and the G completions on its key/value states (shared_prefix.py; `shared_p
 runs prompt + completion per row, same numbers, for comparison). The micro-batch bookkeeping
 (dropping zero-variance groups, metrics pooled over processes) lives in groups.py.
 
+Batch sizes: a micro-batch holds `prompts_per_batch` whole groups, or, with TRL's
+`per_device_train_batch_size` (here `completions_per_batch`), that many completions; a step
+trains on it × grad_accum × processes completions, which must make whole groups of G. When a
+micro-batch's completions are not whole groups, a group spans micro-batches (and processes, as in
+TRL): each process then samples, in one round, the whole groups its completions belong to (a
+group split over two processes is sampled by both, from the same seeds) and trains on its share.
+
 How it differs from the papers: R1-AQA/SARI ran TRL's GRPOTrainer of early 2025 (loss `grpo`,
 k3 KL, μ = 1, std-scaled advantages); those are the defaults here. The audio encoder and
 projector are frozen by default (their cached rollout output is reused); `freeze_audio_tower:
 false` trains them as R1-AQA did, the encoder rerunning once per prompt in the policy pass. The
 prompt runs once per group in every pass (R1-AQA ran audio and prompt G times, same maths).
 Log-probs are taken under logits / temperature, as TRL does. Options beyond the papers: bnpo,
-dr_grpo and dapo losses, asymmetric clipping, μ > 1, β = 0 without a reference model, batch-std
+dr_grpo and dapo losses, GSPO's sequence-level ratio, DAPO's overlong masking, asymmetric
+clipping, top-k sampling, μ > 1, β = 0 without a reference model, batch-std
 or no advantage scaling, zero-variance group filtering, online band-pass of the curriculum.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from contextlib import nullcontext
 from dataclasses import replace
@@ -40,7 +49,7 @@ from sari_train.config import ConfigError
 from sari_train.data import Example, data_source
 from sari_train.grpo import losses
 from sari_train.grpo.curriculum import CurriculumSampler
-from sari_train.grpo.groups import Groups, Tally, cat, pooled_std, step_metrics
+from sari_train.grpo.groups import Groups, MicroBatch, Tally, cat, pooled_std, split_rows, step_metrics
 from sari_train.grpo.reference import load_reference
 from sari_train.grpo.rewards import Reward, hacked, make_rewards, score
 from sari_train.models.adapter import AudioLM, PromptTooLong
@@ -52,9 +61,15 @@ from sari_train.training import TrainConfig, make_accelerator, seed_everything, 
 class GRPOConfig(TrainConfig):
     lr: float = Field(1e-6, gt=0, description="peak learning rate (AdamW)")
     num_generations: int = Field(8, ge=2, description="G: completions per prompt")
-    prompts_per_batch: int = Field(1, ge=1, description="prompts per micro-batch and process")
+    prompts_per_batch: int = Field(1, ge=1, description="prompts per micro-batch and process (G completions each)")
+    completions_per_batch: int | None = Field(
+        None, ge=1, description="TRL's per_device_train_batch_size: completions per micro-batch and process, in "
+                                "place of prompts_per_batch × G; a step's completions (this × grad_accum × "
+                                "processes) must be whole groups, a group may span micro-batches and processes")
     temperature: float = Field(1.0, gt=0, description="sampling temperature (log-probs use it too)")
     top_p: float = Field(1.0, gt=0, le=1)
+    top_k: int = Field(0, ge=0, description="sample from the k most likely tokens (0: off); log-probs stay the "
+                                            "full distribution's under the temperature, as TRL's")
     max_completion_length: int = Field(256, ge=1, description="generation budget per completion")
     rewards: dict[str, float] = Field({"accuracy": 1.0, "format": 1.0},
                                       description="reward name or dotted path -> weight")
@@ -65,6 +80,10 @@ class GRPOConfig(TrainConfig):
     kl_ratio_weight: bool = Field(False, description="weight the KL by the policy ratio (DeepSeek-V3.2, TRL ≥ 1.0)")
     epsilon_low: float = Field(0.2, ge=0, description="clip below 1 − ε_low")
     epsilon_high: float = Field(0.2, ge=0, description="clip above 1 + ε_high (DAPO: 0.28)")
+    importance_sampling_level: losses.RatioLevel = Field("token", description="token: a ratio per token (GRPO); "
+                                                         "sequence: one per completion (GSPO)")
+    mask_truncated_completions: bool = Field(False, description="leave completions cut at max_completion_length "
+                                                                "(no stop token) out of the loss (DAPO)")
     num_iterations: int = Field(1, ge=1, description="μ: update passes per generation round")
     filter_zero_variance: bool = Field(False, description="drop groups whose rewards are all equal, re-sample")
     max_resample_rounds: int = Field(2, ge=0, description="re-sampling rounds when filtering")
@@ -107,6 +126,7 @@ def sample_groups(lm: AudioLM, examples: list[Example], config: GRPOConfig, rewa
     except PromptTooLong as err:
         raise ConfigError(f"item {examples[err.row].id}: {err}") from None
     settings = SamplingSettings(k=config.num_generations, temperature=config.temperature, top_p=config.top_p,
+                                top_k=config.top_k,
                                 max_new_tokens=config.max_completion_length)
     # a prompt's seed names (seed, step, its place in the step): the same completions on any number of
     # processes and micro-batches
@@ -153,22 +173,23 @@ def with_fresh_audio(lm: AudioLM, gen: Generated, group_size: int) -> Generated:
     return replace(gen, prompt_embeds=embeds)
 
 
-def micro_batch_loss(lm: AudioLM, model: torch.nn.Module, x: Groups, config: GRPOConfig, step_tokens: float,
+def micro_batch_loss(lm: AudioLM, model: torch.nn.Module, x: MicroBatch, config: GRPOConfig, step_tokens: float,
                      micro_batches: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """The policy pass over one micro-batch: its share of the step's loss (ready for backward) and
     its (sum, count) statistics."""
     gen = x.generated
-    logits = completion_logits(lm, gen, config.num_generations, config.shared_prefix, model,
+    logits = completion_logits(lm, gen, x.group_size, config.shared_prefix, model,
                                fresh_audio=not config.freeze_audio_tower)
     logp = losses.token_logprobs(logits, gen.completion_ids, config.temperature)
     old_logp = logp.detach() if x.old_logp is None else x.old_logp  # the trained policy at sampling time
-    mask = gen.completion_mask.float()
+    kept = loss_mask(x, config, lm.stop_token_ids)
+    mask = kept.float()
     weight = None
     if config.use_vllm and config.vllm_importance_sampling_correction:
         weight = losses.sampling_correction(old_logp, gen.logprobs, mask, config.vllm_importance_sampling_mode,
                                             config.vllm_importance_sampling_clip_max)
     loss, stats = losses.policy_loss(
-        logp, old_logp, x.advantages, gen.completion_mask,
+        logp, old_logp, x.advantages, kept, ratio_level=config.importance_sampling_level,
         loss_type=config.loss_type, epsilon_low=config.epsilon_low, epsilon_high=config.epsilon_high,
         beta=config.beta, ref_logp=x.ref_logp, kl_estimator=config.kl_estimator,
         max_completion_length=config.max_completion_length, step_tokens=step_tokens,
@@ -184,6 +205,17 @@ def micro_batch_loss(lm: AudioLM, model: torch.nn.Module, x: Groups, config: GRP
     stats["entropy"] = torch.stack([(losses.token_entropy(logits, config.temperature) * mask).sum(), mask.sum()])
     stats["loss"] = torch.stack([share.detach().cpu(), torch.tensor(1.0 / micro_batches)])  # the step's objective
     return share, stats
+
+
+def loss_mask(x: MicroBatch, config: GRPOConfig, stop_ids: list[int]) -> torch.Tensor:
+    """The completion tokens the loss counts: all, or with `mask_truncated_completions` only those of
+    completions that ended on a stop token (DAPO's overlong filtering)."""
+    gen = x.generated
+    if not config.mask_truncated_completions:
+        return gen.completion_mask
+    stopped = torch.isin(gen.completion_ids, torch.tensor(list(stop_ids), device=gen.completion_ids.device))
+    ended = (stopped & gen.completion_mask.bool()).any(dim=-1, keepdim=True)
+    return gen.completion_mask * ended
 
 
 def sampling_mismatch(sampled: torch.Tensor, trained: torch.Tensor, mask: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -203,7 +235,11 @@ def train_grpo(config: GRPOConfig) -> dict[str, Any]:
     reward_fns = make_rewards(config.rewards, explicit=config.prompt.format != "implicit")
     examples, left_out = data_source(config).examples(config.split)
     sampler = make_sampler(config, examples)
-    config = config.with_steps(len(sampler.ids), config.prompts_per_batch * config.grad_accum * world)
+    g = config.num_generations
+    rows = micro_batch_rows(config, world)  # completions per micro-batch and process
+    per_rank = rows * config.grad_accum  # completions per process and step
+    prompts_per_step = per_rank * world // g
+    config = config.with_steps(len(sampler.ids), prompts_per_step)
     by_id = {e.id: e for e in examples if e.id in set(sampler.ids)}
 
     reference = load_reference(config, accelerator)  # None when β = 0 or under LoRA
@@ -212,18 +248,20 @@ def train_grpo(config: GRPOConfig) -> dict[str, Any]:
     lm, peft_model, model, scheduler, log = run.lm, run.peft_model, run.model, run.scheduler, run.log
     run.policy_mode()  # no dropout in RL: sampling and the loss see the same function
     engine = start_vllm(config, lm, peft_model, world) if config.use_vllm else None
-    g, per_micro = config.num_generations, config.prompts_per_batch
-    per_rank = per_micro * config.grad_accum
     for step in tqdm(range(run.start + 1, config.max_steps + 1), desc="grpo", initial=run.start,
                      total=config.max_steps, disable=not accelerator.is_main_process):
         t0 = time.perf_counter()
-        # 1. sample and reward: this process's share of the step's prompts, G completions each
-        ids = sampler.take(per_rank * world)
-        mine = [by_id[i] for i in ids[rank * per_rank:(rank + 1) * per_rank]]
-        groups = [sample_groups(lm, mine[k:k + per_micro], config, reward_fns,
-                                [_seed(config.seed, step, rank * per_rank + q) for q in range(k, k + per_micro)],
-                                engine)
-                  for k in range(0, per_rank, per_micro)]
+        # 1. sample and reward: the groups of this process's share of the step's completions
+        ids = sampler.take(prompts_per_step)
+        split = None  # when groups span micro-batches: (the groups sampled, this process's first row in them)
+        if rows % g == 0:  # whole groups per micro-batch, sampled one micro-batch at a time
+            per_micro, first = rows // g, rank * per_rank // g
+            groups = [sample_groups(lm, [by_id[i] for i in ids[first + k:first + k + per_micro]], config, reward_fns,
+                                    [_seed(config.seed, step, first + q) for q in range(k, k + per_micro)], engine)
+                      for k in range(0, per_rank // g, per_micro)]
+        else:  # one sampling round; `groups` are the ones this process owns (metrics, curriculum)
+            owned, split = spanned_groups(lm, ids, by_id, rank * per_rank, per_rank, config, reward_fns, step, engine)
+            groups = [owned]
         tally = Tally()
         tally.add_values({"reward": cat(groups, "rewards"), "frac_reward_zero_std": torch.cat(
             [losses.zero_variance_groups(x.rewards, g) for x in groups])})
@@ -231,25 +269,25 @@ def train_grpo(config: GRPOConfig) -> dict[str, Any]:
             groups = refill(groups, config, sampler, by_id, lm, reward_fns, step, accelerator, engine)
         if engine is not None:
             engine.sleep()  # GPU sleep mode: the training passes get vLLM's memory
-        # 2. advantages: group-relative (batch std pooled over processes)
+        # 2. advantages: group-relative (batch std pooled over processes), then the micro-batches
         batch_std = pooled_std(cat(groups, "rewards"), accelerator) if config.scale_rewards == "batch" else None
-        for x in groups:
-            x.advantages = losses.advantages(x.rewards, g, config.scale_rewards, batch_std).to(device)
+        micro = micro_batches(groups, split, rows, config, batch_std)
         # 3. log-probs of the sampling policy (needed when μ > 1) and of the reference (β > 0)
         with torch.no_grad():
-            for x in groups:
+            for x in micro:
+                x.advantages = x.advantages.to(device)
                 if config.num_iterations > 1:
-                    x.old_logp = _logp(lm, x.generated, config)
+                    x.old_logp = _logp(lm, x.generated, x.group_size, config)
                 if config.beta > 0:
                     with peft_model.disable_adapter() if peft_model is not None else nullcontext():
-                        x.ref_logp = _logp(reference or lm, x.generated, config)
-        step_tokens = float(accelerator.reduce(sum(x.generated.completion_mask.sum() for x in groups).float(),
-                                               "sum")) / world
+                        x.ref_logp = _logp(reference or lm, x.generated, x.group_size, config)
+        step_tokens = float(accelerator.reduce(sum(loss_mask(x, config, lm.stop_token_ids).sum() for x in micro)
+                                               .float(), "sum")) / world
         for _ in range(config.num_iterations):
             # 4. policy pass and backward, one micro-batch at a time (DDP syncs on the last)
-            for k, x in enumerate(groups):
-                with run.micro_batch(last=k == len(groups) - 1):
-                    loss, stats = micro_batch_loss(lm, model, x, config, step_tokens, len(groups))
+            for k, x in enumerate(micro):
+                with run.micro_batch(last=k == len(micro) - 1):
+                    loss, stats = micro_batch_loss(lm, model, x, config, step_tokens, len(micro))
                     run.backward(loss)
                 tally.add(stats)
             # 5. optimizer step
@@ -267,7 +305,7 @@ def train_grpo(config: GRPOConfig) -> dict[str, Any]:
             if sync_s is not None:
                 row["sampling/weight_sync_s"] = sync_s
             log.log(step, row)
-            x = groups[0]
+            x = groups[0]  # rank 0 owns the step's first group
             log.samples(step, [{"item_id": x.examples[i // g].id, "answer": x.examples[i // g].answer,
                                 "completion": x.texts[i], "reward": float(x.rewards[i])}
                                for i in range(min(config.log_completions, len(x.texts)))])
@@ -276,6 +314,49 @@ def train_grpo(config: GRPOConfig) -> dict[str, Any]:
         if config.save_every and step % config.save_every == 0:
             run.checkpoint(step, sampler)
     return {**run.finish(), "examples": len(by_id), "left_out": left_out}
+
+
+def micro_batch_rows(config: GRPOConfig, world: int) -> int:
+    """Completions per micro-batch and process; a step's completions must make whole groups (TRL's rule)."""
+    g = config.num_generations
+    rows = config.completions_per_batch or config.prompts_per_batch * g
+    if rows * config.grad_accum * world % g:
+        raise ConfigError(f"per_device_train_batch_size {rows} × gradient_accumulation_steps {config.grad_accum} × "
+                          f"{world} process(es) = {rows * config.grad_accum * world} completions per step, not a "
+                          f"multiple of num_generations {g}: the step must hold whole groups")
+    if rows % g and config.filter_zero_variance:
+        raise ConfigError(f"filter_zero_variance re-samples whole groups per micro-batch: give a "
+                          f"per_device_train_batch_size that is a multiple of num_generations {g} (not {rows})")
+    return rows
+
+
+def spanned_groups(lm: AudioLM, ids: list[str], by_id: dict[str, Example], first: int, count: int,
+                   config: GRPOConfig, reward_fns: list[Reward], step: int,
+                   engine: Any = None) -> tuple[Groups, tuple[Groups, int]]:
+    """Sample the whole groups that the step's completions [first, first + count) belong to: (the
+    groups this process owns, i.e. whose first completion is its own, for metrics and the curriculum;
+    (every group sampled, the offset of this process's first completion in it))."""
+    g = config.num_generations
+    lo, hi = first // g, -(-(first + count) // g)
+    sampled = sample_groups(lm, [by_id[i] for i in ids[lo:hi]], config, reward_fns,
+                            [_seed(config.seed, step, p) for p in range(lo, hi)], engine)
+    owned = sampled.keep([p - lo for p in range(lo, hi) if p * g >= first])
+    return owned, (sampled, first - lo * g)
+
+
+def micro_batches(groups: list[Groups], split: tuple[Groups, int] | None, rows: int, config: GRPOConfig,
+                  batch_std: torch.Tensor | None) -> list[MicroBatch]:
+    """The step's micro-batches with their advantages: the groups as sampled, or (`split`) `rows`
+    completions each from this process's share of the spanned groups."""
+    g = config.num_generations
+
+    def advantages(x: Groups) -> torch.Tensor:
+        return losses.advantages(x.rewards, g, config.scale_rewards, batch_std)
+
+    if split is None:
+        return [MicroBatch(x.generated, advantages(x), g) for x in groups]
+    sampled, offset = split
+    return split_rows(sampled.generated, advantages(sampled), offset, rows, config.grad_accum, math.gcd(rows, g))
 
 
 def start_vllm(config: GRPOConfig, lm: AudioLM, peft_model: Any, world: int) -> Any:
@@ -331,7 +412,7 @@ def refill(groups: list[Groups], config: GRPOConfig, sampler: CurriculumSampler,
     rank = accelerator.process_index
     kept = [x.varied() for x in groups]
     kept = [x for x in kept if x.examples]
-    wanted = config.prompts_per_batch * config.grad_accum
+    wanted = micro_batch_rows(config, accelerator.num_processes) * config.grad_accum // config.num_generations
     for round_ in range(config.max_resample_rounds):
         have = sum(len(x.examples) for x in kept)
         missing = accelerator.gather(torch.tensor([wanted - have], device=accelerator.device)).tolist()
@@ -353,6 +434,6 @@ def _seed(seed: int, step: int, stream: int) -> int:
 
 
 @torch.no_grad()
-def _logp(lm: AudioLM, gen: Generated, config: GRPOConfig) -> torch.Tensor:
-    logits = completion_logits(lm, gen, config.num_generations, config.shared_prefix)
+def _logp(lm: AudioLM, gen: Generated, group_size: int, config: GRPOConfig) -> torch.Tensor:
+    logits = completion_logits(lm, gen, group_size, config.shared_prefix)
     return losses.token_logprobs(logits, gen.completion_ids, config.temperature)

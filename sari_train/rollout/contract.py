@@ -31,6 +31,7 @@ class SamplingSettings(BaseModel):
     k: int = Field(1, ge=1, description="completions per prompt")
     temperature: float = Field(1.0, ge=0, description="0 means greedy")
     top_p: float = Field(1.0, gt=0, le=1)
+    top_k: int = Field(0, ge=0, description="the k most likely tokens only (0: off)")
     max_new_tokens: int = Field(64, ge=1)
     seed: int = 0
 
@@ -39,7 +40,8 @@ class SamplingSettings(BaseModel):
         return self.temperature == 0
 
     def key(self) -> str:
-        payload = json.dumps(self.model_dump(exclude={"k"}), sort_keys=True)
+        unset = {"top_k"} if self.top_k == 0 else set()  # rollouts stored before top_k keep their key
+        payload = json.dumps(self.model_dump(exclude={"k"} | unset), sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()[:12]
 
 
@@ -61,6 +63,11 @@ class Generated:
     completion_ids: torch.Tensor  # (B*k, L), padded after the stop token
     completion_mask: torch.Tensor  # (B*k, L), 1 up to and including the stop token
     logprobs: torch.Tensor | None = None  # (B*k, L)
+
+    def rows(self, index: torch.Tensor) -> Generated:
+        """Only the rows at `index`."""
+        return Generated(self.prompt.rows(index), self.prompt_embeds[index], self.completion_ids[index],
+                         self.completion_mask[index], None if self.logprobs is None else self.logprobs[index])
 
 
 class Engine(Protocol):

@@ -77,6 +77,8 @@ class EndpointEngine:
     async def _request(self, chat: list[dict[str, Any]], n: int, seed: int, settings: SamplingSettings) -> list[str]:
         params = dict(n=n, seed=seed, temperature=settings.temperature, top_p=settings.top_p,
                       max_tokens=settings.max_new_tokens)
+        if settings.top_k:  # not an OpenAI parameter; vLLM and SGLang servers read it from the body
+            params["extra_body"] = {"top_k": settings.top_k}
         where = f"{redact_url(self.config.base_url or '')} (model {self.config.model!r})"
         try:
             reply = await self.client.chat(chat, **params)

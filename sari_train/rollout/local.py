@@ -130,7 +130,7 @@ def generation_kwargs(settings: SamplingSettings) -> dict[str, Any]:
     if settings.greedy:
         return dict(do_sample=False, max_new_tokens=settings.max_new_tokens)
     return dict(do_sample=True, max_new_tokens=settings.max_new_tokens, temperature=settings.temperature,
-                top_p=settings.top_p, top_k=0, repetition_penalty=1.0)
+                top_p=settings.top_p, top_k=settings.top_k, repetition_penalty=1.0)
 
 
 # Generation-config fields that would add a logits processor, stopping rule or search to `generate`,
@@ -145,7 +145,7 @@ _NEUTRAL_GENERATION = {"min_length": 0, "min_new_tokens": 0, "no_repeat_ngram_si
 
 
 def lean_sampling_applies(lm: AudioLM, settings: SamplingSettings) -> bool:
-    """Sampling with no processor beyond temperature and top-p: there `sample_after_prefill` draws from
+    """Sampling with no processor beyond temperature, top-k and top-p: there `sample_after_prefill` draws from
     exactly the distribution `generate` draws from. Greedy decoding keeps the repo's generation
     defaults (e.g. a repetition penalty), so it stays with `generate`."""
     config = lm.model.generation_config
@@ -157,17 +157,18 @@ def sample_after_prefill(model: torch.nn.Module, cache: Any, last_prompt_token: 
                          attention_mask: torch.Tensor, last_position: torch.Tensor, uniforms: torch.Tensor,
                          settings: SamplingSettings, stop_ids: Sequence[int],
                          pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Sampling with temperature and top-p, continuing a cache that holds every prompt token but the
+    """Sampling with temperature, top-k and top-p, continuing a cache that holds every prompt token but the
     last, without `generate`'s per-token bookkeeping.
 
     `last_position` is the last prompt token's position ((rows, 1), or (3, rows, 1) for the Omni
     thinker); each new token takes the next one. Row r draws its step-t token by the inverse CDF at
     `uniforms[r, t]`, so its samples depend on its own seed only. Finished rows get `pad_id`; the
     loop stops when every row has sent a stop token. Returns the tokens (rows, ≤ max_new_tokens) and
-    each token's log-prob under logits / temperature (the trainer's, before top-p)."""
-    from transformers.generation.logits_process import TopPLogitsWarper
+    each token's log-prob under logits / temperature (the trainer's, before top-k and top-p)."""
+    from transformers.generation.logits_process import TopKLogitsWarper, TopPLogitsWarper
 
-    top_p = TopPLogitsWarper(settings.top_p) if settings.top_p < 1.0 else None
+    warpers = ([TopKLogitsWarper(settings.top_k)] if settings.top_k else []) + (
+        [TopPLogitsWarper(settings.top_p)] if settings.top_p < 1.0 else [])  # generate's order
     stop = torch.tensor(list(stop_ids), device=attention_mask.device)
     position = last_position
     unfinished = torch.ones(len(attention_mask), dtype=torch.long, device=attention_mask.device)
@@ -180,7 +181,10 @@ def sample_after_prefill(model: torch.nn.Module, cache: Any, last_prompt_token: 
             logits = model(input_ids=step_input, attention_mask=attention_mask, position_ids=position, cache=cache,
                            use_cache=True).logits[:, -1].float()
             logits = logits / settings.temperature if settings.temperature != 1.0 else logits
-            token = inverse_cdf(top_p(None, logits) if top_p is not None else logits, uniforms[:, step])
+            warped = logits
+            for warp in warpers:
+                warped = warp(None, warped)
+            token = inverse_cdf(warped, uniforms[:, step])
             logprobs.append(logits.gather(-1, token[:, None]).squeeze(1) - logits.logsumexp(-1))
             token = token * unfinished + pad_id * (1 - unfinished)
             tokens.append(token)

@@ -177,7 +177,7 @@ class VLLMEngine:
         if settings.greedy:
             penalty = getattr(self.lm.model.generation_config, "repetition_penalty", None) or 1.0
             return SamplingParams(temperature=0.0, repetition_penalty=penalty, **common)
-        return SamplingParams(temperature=settings.temperature, top_p=settings.top_p, top_k=-1,
+        return SamplingParams(temperature=settings.temperature, top_p=settings.top_p, top_k=settings.top_k or -1,
                               repetition_penalty=1.0, **common)
 
     def run(self, messages: Sequence[list[dict[str, Any]]], waveforms: Sequence[np.ndarray],

@@ -72,3 +72,24 @@ def test_eval_sharded_over_two_processes_equals_one(tiny_model_dir, tmp_path):
     assert one == two and len(json.loads(one)) == 5  # an MMAU-style benchmark gets MMAU's prediction file only
     report = {out: json.loads((tmp_path / out / "report.json").read_text()) for out in ("one", "two")}
     assert report["one"]["accuracy"] == report["two"]["accuracy"]
+
+
+@pytest.mark.slow
+def test_a_group_spanning_two_processes_trains_like_one_process(tiny_model_dir, train_workspace, tmp_path):
+    """TRL's rule: per_device_train_batch_size 2 with G = 4 on 2 processes is one group per step, half
+    on each process (both sample it from the same seed and keep their half)."""
+    config = dict(model=str(tiny_model_dir), workspace=str(train_workspace), sampler="random", max_steps=2, lr=1e-2,
+                  num_generations=4, max_completion_length=6, beta=0.04, eval_split=None, tensorboard=False,
+                  rewards={"ddp_rewards.length": 1.0}, grad_accum=1)
+    (tmp_path / "grpo.yaml").write_text(yaml.safe_dump(config))
+    common = ["-m", "sari_train.cli", "grpo", "--config", str(tmp_path / "grpo.yaml")]
+    run(["-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()), *common,
+         "--per_device_train_batch_size", "2", "--out", str(tmp_path / "two")], tmp_path)
+    run([*common, "--prompts-per-batch", "1", "--out", str(tmp_path / "one")], tmp_path)
+    one, two = ([json.loads(line) for line in (tmp_path / name / "metrics.jsonl").read_text().splitlines()]
+                for name in ("one", "two"))
+    assert [r["step"] for r in one] == [r["step"] for r in two] == [1, 2]
+    for a, b in zip(one, two):
+        for key in a.keys() - {"step_time"}:
+            assert b[key] == pytest.approx(a[key], rel=1e-3, abs=1e-5), (a["step"], key)
+    assert one[1]["kl"] > 0

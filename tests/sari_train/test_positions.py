@@ -103,3 +103,17 @@ def test_inverse_cdf_draws_the_interval_holding_the_uniform():
     u = torch.from_numpy(np.random.default_rng(0).random(20_000))
     counts = torch.bincount(inverse_cdf(logits.expand(len(u), -1), u), minlength=4) / len(u)
     torch.testing.assert_close(counts, probs[0], atol=0.01, rtol=0)
+
+
+def test_top_k_draws_only_among_the_k_most_likely_tokens(tiny_lm):
+    prompts, clips = ragged_batch(tiny_lm)
+    batch = tiny_lm.encode_prompts(prompts, clips)
+    settings = SamplingSettings(k=6, temperature=1.5, top_k=2, max_new_tokens=8, seed=3)
+    gen = LocalEngine(tiny_lm).generate(batch, settings, with_logprobs=True)
+    logits = completion_logits(tiny_lm, gen, settings.k)
+    rank = (logits > logits.gather(-1, gen.completion_ids.unsqueeze(-1))).sum(-1)  # tokens likelier than the drawn one
+    assert rank[gen.completion_mask.bool()].max() <= 1  # always the first or second most likely
+    assert rank[gen.completion_mask.bool()].max() == 1  # and not always the first (it samples)
+    # the log-probs stay the full distribution's under the temperature (TRL's), as the training pass takes them
+    trained = losses.token_logprobs(logits, gen.completion_ids, settings.temperature) * gen.completion_mask
+    torch.testing.assert_close(gen.logprobs, trained, atol=1e-5, rtol=0)

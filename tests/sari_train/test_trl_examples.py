@@ -193,10 +193,9 @@ def test_grpo_vlm_vllm_settings(tiny_model_dir, dataset_dir):
     assert str(config.out) == "grpo-Qwen2.5-VL-3B-Instruct"
 
 
-@pytest.mark.xfail(reason="per_device_train_batch_size not a multiple of G: in progress", strict=False)
 def test_grpo_vlm_script_smolvlm_command(tiny_model_dir, dataset_dir, tmp_path):
     # examples/scripts/grpo_vlm.py, its docstring's second command (HuggingFaceTB/SmolVLM2-2.2B-Instruct):
-    # per_device_train_batch_size 1 completion with num_generations 2 (TRL gathers groups across steps)
+    # per_device_train_batch_size 1 completion with num_generations 2: a group spans the 2 micro-batches, as in TRL
     argv = ["--model_name_or_path", "HuggingFaceTB/SmolVLM2-2.2B-Instruct", "--output_dir",
             "grpo-SmolVLM2-2.2B-Instruct", "--learning_rate", "1e-5", "--dtype", "bfloat16", "--max_completion_length",
             "1024", "--use_peft", "--lora_target_modules", "q_proj,", "v_proj", "--log_completions",
@@ -205,10 +204,9 @@ def test_grpo_vlm_script_smolvlm_command(tiny_model_dir, dataset_dir, tmp_path):
     argv = replaced(argv, model_name_or_path=tiny_model_dir, output_dir=tmp_path / "out", max_completion_length=4)
     assert main(["grpo", *argv, "--dataset_name", str(dataset_dir), *flags(SMALL), *flags(RANDOM)]) == 0
     saved = yaml.safe_load((tmp_path / "out" / "final" / "config.yaml").read_text())
-    assert (saved["num_generations"], saved["lr"]) == (2, 1e-5)
+    assert (saved["num_generations"], saved["completions_per_batch"], saved["grad_accum"], saved["lr"]) == (2, 1, 2, 1e-5)
 
 
-@pytest.mark.xfail(reason="per_device_train_batch_size not a multiple of G: in progress", strict=False)
 def test_grpo_trainer_md_at_scale_config_refuses_server_mode(tiny_model_dir, dataset_dir, tmp_path, capsys):
     # docs/source/grpo_trainer.md, "GRPO at scale: train a 70B+ Model on multiple nodes": GRPOConfig(
     #   per_device_train_batch_size=4, use_vllm=True, vllm_mode="server", vllm_server_host=...) with the
@@ -296,12 +294,11 @@ def test_sft_eos_token_other_than_the_template_end_is_one_line(capsys):
 # docs/source/paper_index.md: the GRPOConfig each paper's section gives "to reproduce the paper's setting"
 # (keys and values as written; the trainer's other arguments are Python objects, left out). Checked as configs:
 # what is honoured maps onto ours, what is not is refused in one line naming it.
-XFAIL_G = pytest.mark.xfail(reason="per_device_train_batch_size not a multiple of G: in progress", strict=False)
 PAPER_INDEX = [
     pytest.param({"loss_type": "dr_grpo", "per_device_train_batch_size": 1, "num_generations": 8,  # "Dr. GRPO"
                   "max_completion_length": 3000, "beta": 0.0},
-                 {"loss_type": "dr_grpo", "prompts_per_batch": 1, "num_generations": 8, "beta": 0.0}, id="dr-grpo",
-                 marks=XFAIL_G),  # one completion per device step: TRL gathers the group over 8 steps
+                 {"loss_type": "dr_grpo", "completions_per_batch": 1, "num_generations": 8, "beta": 0.0},
+                 id="dr-grpo"),  # a step's 1 × 8 processes completions make one group (TRL's rule, and ours)
     pytest.param({"learning_rate": 4.0e-5, "max_completion_length": 32768, "num_generations": 16, "beta": 0.001,
                   "use_vllm": True},  # "DeepSeek-R1"
                  {"lr": 4.0e-5, "max_completion_length": 32768, "num_generations": 16, "beta": 0.001,
@@ -309,11 +306,12 @@ PAPER_INDEX = [
     pytest.param({"mask_truncated_completions": True, "loss_type": "dapo", "epsilon_high": 0.28, "epsilon": 0.2,
                   "per_device_train_batch_size": 512, "num_generations": 16, "max_completion_length": 20480,
                   "beta": 0.0},  # "DAPO"
-                 "mask_truncated_completions", id="dapo"),
+                 {"mask_truncated_completions": True, "loss_type": "dapo", "epsilon_high": 0.28, "epsilon_low": 0.2,
+                  "completions_per_batch": 512, "num_generations": 16, "beta": 0.0}, id="dapo"),
     pytest.param({"loss_type": "grpo", "beta": 0.001, "epsilon": 10.0, "num_generations": 16,  # "DeepSeekMath"
                   "max_completion_length": 32_768, "steps_per_generation": 16, "per_device_train_batch_size": 4,
                   "gradient_accumulation_steps": 128},
-                 "steps_per_generation", id="deepseekmath", marks=XFAIL_G),
+                 "steps_per_generation", id="deepseekmath"),
 ]
 
 

@@ -6,7 +6,8 @@ import pytest
 import yaml
 
 from sari_train.cli import main, parser
-from sari_train.grpo.train import GRPOConfig
+from sari_train.config import ConfigError
+from sari_train.grpo.train import GRPOConfig, micro_batch_rows
 from sari_train.sft import SFTConfig
 from sari_train.trl_names import SHARED, TRL_NAMES
 
@@ -21,16 +22,18 @@ TRL_YAML = {
     "scale_rewards": "batch", "num_iterations": 2, "reward_funcs": ["accuracy", "format"],
     "reward_weights": [2.0, 1.0], "num_completions_to_print": 1, "save_total_limit": 1, "attn_implementation": "sdpa",
     "num_train_epochs": 1, "warmup_ratio": 0.5, "max_prompt_length": 4096, "adam_beta1": 0.9, "adam_beta2": 0.99,
+    "top_k": 50, "importance_sampling_level": "sequence", "mask_truncated_completions": True,
 }
 OURS = {"lr": 2.0e-3, "schedule": "cosine", "warmup_steps": 1, "weight_decay": 0.01, "max_grad_norm": 0.5,
-        "grad_accum": 2, "prompts_per_batch": 2, "num_generations": 2, "max_steps": 2, "log_every": 1,
+        "grad_accum": 2, "completions_per_batch": 4, "num_generations": 2, "max_steps": 2, "log_every": 1,
         "save_every": 2, "eval_every": 0, "resume": False, "seed": 3, "dtype": "float32", "report_to": [],
         "run_name": "trl-style", "beta": 0.02, "epsilon_low": 0.15, "epsilon_high": 0.25, "temperature": 0.9,
         "top_p": 0.95, "max_completion_length": 4, "loss_type": "dr_grpo", "scale_rewards": "batch",
         "num_iterations": 2, "rewards": {"accuracy": 2.0, "format": 1.0}, "log_completions": 1,
         "split": "train", "eval_split": "test", "streaming": False, "hub_private": True, "save_total_limit": 1,
         "attn_implementation": "sdpa", "num_train_epochs": 1, "warmup_ratio": 0.5, "max_prompt_length": 4096,
-        "adam_beta1": 0.9, "adam_beta2": 0.99}  # max_steps 2 wins over num_train_epochs; ceil(0.5 · 2) = 1 warm-up
+        "adam_beta1": 0.9, "adam_beta2": 0.99, "top_k": 50, "importance_sampling_level": "sequence",
+        "mask_truncated_completions": True}  # max_steps 2 wins over num_train_epochs; ceil(0.5 · 2) = 1 warm-up
 
 
 def test_trl_style_yaml_runs_grpo_unchanged(tiny_model_dir, train_workspace, tmp_path):
@@ -51,7 +54,7 @@ def test_trl_style_yaml_runs_grpo_unchanged(tiny_model_dir, train_workspace, tmp
 def test_every_shared_setting_has_a_trl_spelling_in_the_test_yaml():
     grpo_fields = set(GRPOConfig.model_fields)
     assert set(TRL_NAMES) - {"batch_size", "dataset"} <= grpo_fields and set(SHARED) <= grpo_fields
-    covered = set(TRL_YAML) | {"per_device_train_batch_size"}
+    covered = set(TRL_YAML)
     assert {TRL_NAMES[k] for k in TRL_NAMES if k not in ("batch_size", "dataset")} <= covered
     assert set(SHARED) <= covered
 
@@ -75,7 +78,7 @@ def test_flags_and_set_use_either_name_and_the_later_one_wins(tmp_path):
 
 def test_conversions_and_their_errors():
     base = dict(model="m", workspace="w")
-    assert GRPOConfig(**base, per_device_train_batch_size=16).prompts_per_batch == 2  # 16 completions / G=8
+    assert GRPOConfig(**base, per_device_train_batch_size=16).completions_per_batch == 16  # TRL counts completions
     assert GRPOConfig(**base, reward_weights=[3, 1]).rewards == {"accuracy": 3.0, "format": 1.0}
     assert GRPOConfig(**base, fp16=True).dtype == "float16"
     assert GRPOConfig(model="m", dataset_name="me/c", dataset_config="rl").dataset == "me/c:rl"
@@ -87,8 +90,12 @@ def test_conversions_and_their_errors():
     assert (lora.r, lora.alpha, lora.target_modules) == (8, 16, r".*language_model.*\.(q_proj|v_proj)")
     assert GRPOConfig(**base, lora_r=8).lora is None  # TRL ignores lora_* without use_peft
     assert GRPOConfig(**base, dataset_streaming=True).streaming is True
-    with pytest.raises(ValueError, match="multiple of num_generations 8"):
-        GRPOConfig(**base, per_device_train_batch_size=4)
+    assert micro_batch_rows(GRPOConfig(**base, per_device_train_batch_size=4, grad_accum=2), world=1) == 4
+    assert micro_batch_rows(GRPOConfig(**base, per_device_train_batch_size=4), world=2) == 4  # a group per 2 GPUs
+    with pytest.raises(ConfigError, match="= 4 completions per step, not a multiple of num_generations 8"):
+        micro_batch_rows(GRPOConfig(**base, per_device_train_batch_size=4), world=1)
+    with pytest.raises(ConfigError, match="filter_zero_variance re-samples whole groups"):
+        micro_batch_rows(GRPOConfig(**base, per_device_train_batch_size=4, filter_zero_variance=True), world=2)
     with pytest.raises(ValueError, match="2 weights for 3 rewards"):
         GRPOConfig(**base, reward_funcs=["accuracy", "format", "structure"], reward_weights=[1, 1])
     assert str(GRPOConfig(**base, resume_from_checkpoint="runs/x/step-000100").resume) == "runs/x/step-000100"

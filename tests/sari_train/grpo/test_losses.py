@@ -110,3 +110,18 @@ def test_token_logprobs_and_entropy_under_temperature():
     assert losses.token_logprobs(logits, torch.tensor([[0]]), 2.0).item() == pytest.approx(1 - math.log(E(1) + 2))
     uniform = torch.zeros(1, 1, 4)
     assert losses.token_entropy(uniform).item() == pytest.approx(math.log(4))
+
+
+def test_sequence_level_ratio_is_gspo():
+    # one ratio per row: row 0 exp(mean(0.1, −0.1, 0)) = 1; row 1 exp(mean(0, −0.2)) = e^−0.1 = 0.904837 (pad ignored)
+    value, _ = loss(ratio_level="sequence")
+    assert value.item() == pytest.approx((-1 + 0.5 * E(-.1)) / 2, abs=1e-6)  # −0.2737906
+    # ε 0.05: row 1's ratio 0.905 < 0.95 with A < 0 is clipped as a whole, both its tokens counted
+    value, stats = loss(ratio_level="sequence", epsilon_low=0.05, epsilon_high=0.05)
+    assert value.item() == pytest.approx((-1 + 0.5 * 0.95) / 2, abs=1e-6)
+    assert (stats["clip_ratio/low_mean"][0] / stats["clip_ratio/low_mean"][1]).item() == pytest.approx(2 / 5)
+    # the gradient reaches every token through the mean: row 0's loss −r·A, dr/dlogp_t = r/3, halved by the mean
+    logp = LOGP.clone().requires_grad_()
+    losses.policy_loss(logp, OLD, ADV, MASK, ratio_level="sequence")[0].backward()
+    assert logp.grad[0].tolist() == pytest.approx([-1 / 6] * 3, abs=1e-6)
+    assert logp.grad[1, 2].item() == 0  # padding

@@ -68,3 +68,20 @@ def test_zero_variance_groups_are_filtered_and_replaced(tiny_model_dir, train_wo
                         filter_zero_variance=True, beta=0.0, log_completions=8, lr=1e-5)
     assert any(r["frac_reward_zero_std"] > 0 for r in rows)  # measured before filtering
     assert samples and all(zlib.crc32(s["item_id"].encode()) % 2 == 1 for s in samples)
+
+
+def test_mask_truncated_completions_drops_rows_without_a_stop_token():
+    import torch
+
+    from sari_train.grpo.groups import MicroBatch
+    from sari_train.grpo.train import loss_mask
+    from sari_train.rollout import Generated
+
+    stop = 9
+    ids = torch.tensor([[5, stop, 0], [5, 6, 7], [stop, 0, 0]])
+    mask = torch.tensor([[1, 1, 0], [1, 1, 1], [1, 0, 0]])
+    x = MicroBatch(Generated(None, None, ids, mask), torch.zeros(3), 1)
+    base = dict(model="m", workspace="w")
+    assert torch.equal(loss_mask(x, GRPOConfig(**base), [stop]), mask)
+    assert loss_mask(x, GRPOConfig(**base, mask_truncated_completions=True), [stop]).tolist() == [
+        [1, 1, 0], [0, 0, 0], [1, 0, 0]]  # the row cut at the length limit leaves the loss
