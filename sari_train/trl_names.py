@@ -60,7 +60,8 @@ UNSUPPORTED = {
     "repetition_penalty": "sampled rollouts are the policy's own distribution (1.0 means off)",
     "generation_batch_size": "each optimizer step samples its own completions (TRL's default: "
                              "per_device_train_batch_size × gradient_accumulation_steps × processes)",
-    "steps_per_generation": "one generation round per optimizer step; num_iterations reuses it",
+    "steps_per_generation": "one generation round per optimizer step, so only = gradient_accumulation_steps "
+                            "(TRL's default); num_iterations reuses a round",
     "sync_ref_model": "the reference model stays the starting model (false)",
     "packing": "SFT examples are not packed (false)",
     "completion_only_loss": "SFT's loss is on the completion only (true)",
@@ -144,6 +145,8 @@ def to_ours(data: Any, fields: dict[str, Any]) -> Any:
         raise ValueError(f"eval_strategy {data['eval_strategy']!r}: give steps (with eval_steps) or no")
     if data.pop("eval_strategy", None) == "no":
         data["eval_split"] = None
+    if data.get("steps_per_generation") == data.get("grad_accum", fields["grad_accum"].default):
+        data.pop("steps_per_generation")  # TRL's default: a round per optimizer step, as here
     for key, why in UNSUPPORTED.items():
         if key in data and data[key] not in NEUTRAL.get(key, ()):
             raise ValueError(f"{key}: not supported here ({why})")

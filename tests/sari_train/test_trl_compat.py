@@ -58,6 +58,10 @@ def test_neutral_values_of_unsupported_settings_are_accepted():
     config = GRPOConfig.model_validate({"model": "m", "workspace": "w", "top_k": None, "repetition_penalty": 1.0,
                                         "sync_ref_model": False, "importance_sampling_level": "token"})
     assert (config.model, config.top_k) == ("m", 0)
+    # steps_per_generation = gradient_accumulation_steps is TRL's default: a round per optimizer step, as here
+    config = GRPOConfig.model_validate({"model": "m", "workspace": "w", "gradient_accumulation_steps": 4,
+                                        "steps_per_generation": 4})
+    assert config.grad_accum == 4
 
 
 def test_resume_from_checkpoint_path_and_set_errors_blame_the_flag(tiny_model_dir, train_workspace, tmp_path, capsys):
