@@ -197,18 +197,14 @@ def trainable(model: torch.nn.Module) -> list[torch.nn.Parameter]:
     return [p for p in model.parameters() if p.requires_grad]
 
 
-# our names → transformers' (our constant warms up, as transformers' constant_with_warmup)
-SCHEDULES = {"linear": "linear", "cosine": "cosine", "constant": "constant_with_warmup"}
-
-
 def lr_schedule(optimizer: torch.optim.Optimizer, kind: str, warmup: int, total: int) -> Any:
-    """transformers' schedule one step on: its warm-up starts at lr 0 (step/warmup), ours at
-    lr/(warmup+1), so the first step trains; then decay to 0 at `total` steps."""
+    """transformers' schedule (our constant warms up: its constant_with_warmup) one step on: its
+    warm-up starts at lr 0 (step/warmup), ours at lr/(warmup+1), so the first step trains."""
     from transformers import get_scheduler
 
-    scheduler = get_scheduler(SCHEDULES[kind], optimizer, num_warmup_steps=warmup + 1, num_training_steps=total + 1)
-    with warnings.catch_warnings():  # "lr_scheduler.step() before optimizer.step()": on purpose
-        warnings.simplefilter("ignore", UserWarning)
+    name = "constant_with_warmup" if kind == "constant" else kind
+    scheduler = get_scheduler(name, optimizer, num_warmup_steps=warmup + 1, num_training_steps=total + 1)
+    with warnings.catch_warnings(action="ignore"):  # "lr_scheduler.step() before optimizer.step()": on purpose
         scheduler.step()
     return scheduler
 
