@@ -41,7 +41,8 @@ def run_id(folder: Path) -> str:
     return f"{folder.name[:40]}-{hashlib.sha1(str(folder.resolve()).encode()).hexdigest()[:8]}"
 
 
-def open_trackers(names: list[str], folder: Path, name: str | None = None, config: dict[str, Any] | None = None) -> list:
+def open_trackers(names: list[str], folder: Path, name: str | None = None,
+                  config: dict[str, Any] | None = None) -> list:
     """accelerate's tracker for each name, started (TensorBoard in `folder/tensorboard`); a missing
     optional package is a one-line error saying what to install."""
     from accelerate.tracking import TensorBoardTracker, TrackioTracker, WandBTracker
