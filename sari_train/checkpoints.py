@@ -1,7 +1,14 @@
 """Checkpoint files: where they live, the model folder a run saves (LoRA merged, in the run's
 dtype), RNG states as tensors and plain types, and reading them back with `weights_only=True`
 (a crafted checkpoint must never run code on --resume). `Run.checkpoint`/`Run.restore` in
-training.py put these together."""
+training.py put these together.
+
+Not accelerate's `save_state`/`load_state` (1.16): they resume exactly (test_training's and test_fsdp's
+resume tests pass on them), but `register_for_checkpointing` state is unpickled with weights_only=False
+(a crafted custom_checkpoint_0.pkl ran its code on --resume), a missing random_states_<rank>.pkl is
+skipped with a log line (SFT resumed so: step 3's loss 6.781, not 6.866), every model is saved whole
+(tiny bf16 LoRA checkpoint 0.93 -> 1.63 MB: the frozen base again; float32 3.35 -> 4.76 MB: the
+weights twice), and `ProjectConfiguration(total_limit=...)` deletes old checkpoints before saving."""
 
 from __future__ import annotations
 

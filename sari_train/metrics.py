@@ -10,7 +10,7 @@ import math
 from pathlib import Path
 from typing import Any, Sequence
 
-from sari_train.trackers import Tracker, open_trackers
+from sari_train.trackers import finite, open_trackers
 
 CURVES = ("loss", "reward", "rewards/accuracy/mean", "eval/accuracy", "kl", "entropy",
           "completions/mean_length", "frac_reward_zero_std", "learning_rate", "grad_norm")
@@ -23,7 +23,7 @@ class MetricsLog:
         self.folder, self.enabled = Path(folder), enabled
         self.path = self.folder / "metrics.jsonl"
         self.samples_path = self.folder / "samples.jsonl"
-        self.trackers: list[Tracker] = []
+        self.trackers: list = []  # accelerate's GeneralTracker
         if not enabled:
             return
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -39,7 +39,7 @@ class MetricsLog:
         with self.path.open("a") as f:
             f.write(json.dumps(row) + "\n")
         for tracker in self.trackers:
-            tracker.log(step, metrics)
+            tracker.log(finite(metrics), step=step)
 
     def samples(self, step: int, rows: list[dict[str, Any]]) -> None:
         if self.enabled:
@@ -50,7 +50,7 @@ class MetricsLog:
         if not self.enabled:
             return None
         for tracker in self.trackers:
-            tracker.close()
+            tracker.finish()
         return plot_curves(read_jsonl(self.path), self.folder / "curves.png")
 
 

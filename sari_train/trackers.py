@@ -9,6 +9,11 @@ we never read or log); trackio stores locally (`TRACKIO_DIR`) unless `TRACKIO_SP
 Space. The project defaults to `sari` (`WANDB_PROJECT` / `TRACKIO_PROJECT` override). wandb and
 trackio are optional extras: `pip install 'sari-toolkit[trackers]'`.
 A resumed run continues the same tracker run (its id is derived from the run folder).
+
+The trackers are accelerate's (`accelerate.tracking`), opened by `MetricsLog` on the main process.
+Not through `Accelerator(log_with=...)`: its `init_trackers` gives every tracker the one project
+name (WANDB_PROJECT and TRACKIO_PROJECT could not both hold) and puts TensorBoard in
+`<logging_dir>/<project>`, and `end_training` destroys the process group `Run.finish` still uses.
 """
 
 from __future__ import annotations
@@ -17,15 +22,9 @@ import hashlib
 import math
 import os
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from sari_train.config import ConfigError
-
-
-class Tracker(Protocol):
-    def log(self, step: int, metrics: dict[str, float]) -> None: ...
-
-    def close(self) -> None: ...
 
 
 def tracker_key(name: str) -> str:
@@ -42,63 +41,25 @@ def run_id(folder: Path) -> str:
     return f"{folder.name[:40]}-{hashlib.sha1(str(folder.resolve()).encode()).hexdigest()[:8]}"
 
 
-class TensorBoard:
-    def __init__(self, folder: Path):
-        from torch.utils.tensorboard import SummaryWriter
-
-        self.writer = SummaryWriter(str(folder / "tensorboard"))
-
-    def log(self, step: int, metrics: dict[str, float]) -> None:
-        for key, value in finite(metrics).items():
-            self.writer.add_scalar(key, value, step)
-
-    def close(self) -> None:
-        self.writer.close()
-
-
-class Wandb:
-    def __init__(self, folder: Path, name: str, config: dict[str, Any]):
-        import wandb
-
-        self.run = wandb.init(project=os.environ.get("WANDB_PROJECT", "sari"), name=name, config=config,
-                              dir=str(folder), id=run_id(folder), resume="allow")
-
-    def log(self, step: int, metrics: dict[str, float]) -> None:
-        self.run.log(finite(metrics), step=step)
-
-    def close(self) -> None:
-        self.run.finish()
-
-
-class Trackio:
-    def __init__(self, folder: Path, name: str, config: dict[str, Any]):
-        import trackio
-
-        self.trackio = trackio
-        self.run = trackio.init(project=os.environ.get("TRACKIO_PROJECT", "sari"), name=run_id(folder),
-                                config={**config, "run_name": name}, resume="allow",
-                                space_id=os.environ.get("TRACKIO_SPACE_ID"), auto_log_cpu=False, auto_log_gpu=False)
-
-    def log(self, step: int, metrics: dict[str, float]) -> None:
-        self.run.log(finite(metrics), step=step)
-
-    def close(self) -> None:
-        self.run.finish()
-
-
-TRACKERS = {"tensorboard": TensorBoard, "wandb": Wandb, "trackio": Trackio}
-
-
 def open_trackers(names: list[str], folder: Path, name: str | None = None,
-                  config: dict[str, Any] | None = None) -> list[Tracker]:
-    """One tracker per name; a missing optional package is a one-line error saying what to install."""
-    trackers: list[Tracker] = []
+                  config: dict[str, Any] | None = None) -> list:
+    """accelerate's tracker for each name, started (TensorBoard in `folder/tensorboard`); a missing
+    optional package is a one-line error saying what to install."""
+    from accelerate.tracking import TensorBoardTracker, TrackioTracker, WandBTracker
+
+    name, config, run = name or folder.name, config or {}, run_id(folder)
+    make = {"tensorboard": lambda: TensorBoardTracker("tensorboard", folder),
+            "wandb": lambda: WandBTracker(os.environ.get("WANDB_PROJECT", "sari"), name=name, config=config,
+                                          dir=str(folder), id=run, resume="allow"),
+            "trackio": lambda: TrackioTracker(os.environ.get("TRACKIO_PROJECT", "sari"), name=run,
+                                              config={**config, "run_name": name}, resume="allow",
+                                              space_id=os.environ.get("TRACKIO_SPACE_ID"), auto_log_cpu=False,
+                                              auto_log_gpu=False)}
+    trackers = []
     for tracker in names:
         try:
-            if tracker == "tensorboard":
-                trackers.append(TensorBoard(folder))
-            else:
-                trackers.append(TRACKERS[tracker](folder, name or folder.name, config or {}))
+            trackers.append(make[tracker]())
+            trackers[-1].start()
         except ImportError as err:
             raise ConfigError(f"report_to: {tracker} is not installed ({err.name}); "
                               f"pip install 'sari-toolkit[trackers]' or drop it from report_to") from None

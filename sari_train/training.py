@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import math
 import random
+import warnings
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -196,14 +197,16 @@ def trainable(model: torch.nn.Module) -> list[torch.nn.Parameter]:
     return [p for p in model.parameters() if p.requires_grad]
 
 
-def lr_factor(step: int, warmup: int, total: int, kind: str) -> float:
-    """Multiplier of the peak lr after `step` optimizer steps: linear warm-up, then decay to 0."""
-    if step < warmup:
-        return (step + 1) / (warmup + 1)
-    if kind == "constant":
-        return 1.0
-    progress = min(1.0, (step - warmup) / max(1, total - warmup))
-    return 1.0 - progress if kind == "linear" else 0.5 * (1.0 + math.cos(math.pi * progress))
+def lr_schedule(optimizer: torch.optim.Optimizer, kind: str, warmup: int, total: int) -> Any:
+    """transformers' schedule (our constant warms up: its constant_with_warmup) one step on: its
+    warm-up starts at lr 0 (step/warmup), ours at lr/(warmup+1), so the first step trains."""
+    from transformers import get_scheduler
+
+    name = "constant_with_warmup" if kind == "constant" else kind
+    scheduler = get_scheduler(name, optimizer, num_warmup_steps=warmup + 1, num_training_steps=total + 1)
+    with warnings.catch_warnings(action="ignore"):  # "lr_scheduler.step() before optimizer.step()": on purpose
+        scheduler.step()
+    return scheduler
 
 
 def optimizer_and_schedule(model: torch.nn.Module, config: TrainConfig, updates: int):
@@ -212,9 +215,7 @@ def optimizer_and_schedule(model: torch.nn.Module, config: TrainConfig, updates:
         raise ConfigError("nothing to train: every parameter is frozen")
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay,
                                   betas=(config.adam_beta1, config.adam_beta2))
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: lr_factor(s, config.warmup_steps, updates, config.schedule))
-    return optimizer, scheduler
+    return optimizer, lr_schedule(optimizer, config.schedule, config.warmup_steps, updates)
 
 
 PRECISION = {"float32": "no", "bfloat16": "bf16", "float16": "fp16"}

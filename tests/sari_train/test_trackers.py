@@ -25,6 +25,7 @@ def log_two_steps(folder, report_to):
     log.log(2, {"reward": 1.0, "rewards/accuracy/mean": 0.5, "kl": None})
     log.log(2, {"eval/accuracy": 50.0})
     log.close()
+    return log
 
 
 EXPECTED = [(1, {"train/reward": 0.5, "train/rewards/accuracy/mean": 0.25}),
@@ -129,10 +130,25 @@ def test_wandb_and_trackio_get_trls_keys_steps_and_a_stable_run_id(tmp_path, mon
     monkeypatch.setitem(sys.modules, name, fake)
     monkeypatch.delenv("WANDB_PROJECT", raising=False)
     monkeypatch.delenv("TRACKIO_PROJECT", raising=False)
-    log_two_steps(tmp_path / "run", [name])
+    from accelerate.tracking import LOGGER_TYPE_TO_CLASS
+
+    log = log_two_steps(tmp_path / "run", [name])
+    assert [type(t) for t in log.trackers] == [LOGGER_TYPE_TO_CLASS[name]]  # accelerate's own tracker
     assert fake.logged == EXPECTED and fake.finished == 1  # NaN and None left out, eval/ kept apart
     [init] = fake.inits
     assert init["project"] == "sari" and init["resume"] == "allow" and init["config"]["lr"] == 1e-3
     stable = run_id(tmp_path / "run")
     assert (init["id"] if name == "wandb" else init["name"]) == stable  # --resume continues the same run
     assert (init["name"] if name == "wandb" else init["config"]["run_name"]) == "demo"
+
+
+@pytest.mark.parametrize("name", ["tensorboard", "wandb"])
+def test_only_the_main_process_opens_trackers(tmp_path, monkeypatch, name):
+    import sys
+
+    fake = FakeTrackerModule()
+    monkeypatch.setitem(sys.modules, "wandb", fake)
+    log = MetricsLog(tmp_path / "run", enabled=False, report_to=[name])
+    log.log(1, {"reward": 0.5})
+    log.close()
+    assert log.trackers == [] and fake.inits == [] and not (tmp_path / "run").exists()

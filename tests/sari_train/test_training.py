@@ -11,14 +11,53 @@ from sari_train.grpo.train import GRPOConfig, train_grpo
 from sari_train.models.adapter import AudioLM
 from sari_train.sft import SFTConfig, train_sft
 from sari_train.checkpoints import load_plain
-from sari_train.training import lr_factor
+from sari_train.training import lr_schedule
 
 
-def test_lr_factor_by_hand():
+def lrs(kind, warmup, total):
+    """The factor of the peak lr each of `total` optimizer steps trains with, then after the last."""
+    optimizer = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    scheduler = lr_schedule(optimizer, kind, warmup, total)
+    factors = []
+    for _ in range(total + 1):
+        factors.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    return factors
+
+
+def test_lr_schedule_by_hand():
     # warm-up 2 of 10 steps: (s+1)/3, then linear 1 → 0 over the remaining 8, or half a cosine
-    assert [lr_factor(s, 2, 10, "linear") for s in (0, 1, 2, 6, 10)] == pytest.approx([1 / 3, 2 / 3, 1, 0.5, 0])
-    assert [lr_factor(s, 2, 10, "cosine") for s in (2, 6, 10)] == pytest.approx([1, 0.5, 0])
-    assert lr_factor(7, 0, 10, "constant") == 1
+    assert lrs("linear", 2, 10) == pytest.approx([1 / 3, 2 / 3, 1, 7 / 8, 6 / 8, 5 / 8, 0.5, 3 / 8, 2 / 8, 1 / 8, 0])
+    assert [lrs("cosine", 2, 10)[s] for s in (2, 6, 10)] == pytest.approx([1, 0.5, 0])
+    assert lrs("constant", 0, 10) == [1] * 11
+    assert lrs("constant", 3, 6) == pytest.approx([1 / 4, 2 / 4, 3 / 4, 1, 1, 1, 1])
+    assert lrs("linear", 0, 4) == pytest.approx([1, 3 / 4, 2 / 4, 1 / 4, 0])
+
+
+def test_lr_schedule_resumes_from_its_state():
+    optimizer = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    scheduler = lr_schedule(optimizer, "cosine", 2, 10)
+    for _ in range(4):
+        optimizer.step()
+        scheduler.step()
+    state = torch.load(save_to_bytes(scheduler.state_dict()), weights_only=True)
+    fresh = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    resumed = lr_schedule(fresh, "cosine", 2, 10)
+    resumed.load_state_dict(state)
+    assert resumed.get_last_lr() == scheduler.get_last_lr() == pytest.approx([lrs("cosine", 2, 10)[4]])
+    fresh.step()
+    resumed.step()
+    assert resumed.get_last_lr() == pytest.approx([lrs("cosine", 2, 10)[5]])
+
+
+def save_to_bytes(state):
+    import io
+
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    buffer.seek(0)
+    return buffer
 
 
 def metrics(out):
