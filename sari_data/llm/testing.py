@@ -102,7 +102,7 @@ class FakeChatServer:
                 body = json.loads(self.rfile.read(length) or b"{}")
                 auth_ok = server.api_key is None or self.headers.get("authorization") == f"Bearer {server.api_key}"
                 with server._lock:
-                    server.requests.append({"body": body, "auth_ok": auth_ok, "t": time.time()})
+                    server.requests.append({"body": body, "auth_ok": auth_ok, "t": time.time(), "headers": dict(self.headers)})
                 reply = Reply(status=401, content=None) if not auth_ok else server.responder(body)
                 if reply.delay_s:
                     time.sleep(reply.delay_s)
