@@ -70,7 +70,7 @@ class LLMConfig(BaseModel):
     model: str | None = Field(None, description="model name the endpoint serves; env SARI_LLM_MODEL")
     api_key_env: str = Field("OPENAI_API_KEY", description="name of the environment variable holding the key")
     concurrency: int = Field(16, ge=1, description="requests in flight at once")
-    timeout_s: float = Field(120.0, gt=0, description="per-request timeout; a timeout is retried")
+    timeout_s: float = Field(120.0, gt=0, description="per-attempt timeout; a timeout is retried")
     max_timeouts_in_a_row: int | None = Field(None, ge=1, description=(
         "stop the run after this many attempts in a row timed out with no answer between (default: "
         "concurrency + 2: every request in flight, then two retries)"))
