@@ -343,11 +343,18 @@ class LLMClient:
         if schema is not None and self.use_json_schema:
             kwargs["response_format"] = {"type": "json_schema", "json_schema": {
                 "name": schema.__name__, "schema": schema_json, "strict": True}}
+        left = None if self._stop_at is None else self._stop_at - time.monotonic()
         try:
-            async with asyncio.timeout(self._time_left()):  # the deadline, the SDK's waits between retries included
+            if left is not None and left <= 0:
+                raise TimeoutError  # past the deadline: not sent
+            async with asyncio.timeout(left):  # the deadline, the SDK's waits between retries included
                 return reply_dict(await self._sdk.chat.completions.create(**kwargs))
-        except TimeoutError:  # asyncio's, at the deadline
-            raise self._past_deadline() from None
+        except TimeoutError:
+            if left is None:  # not the deadline's
+                raise
+            raise EndpointError(f"the run reached its deadline of {self.config.deadline_s:g} s "
+                                f"({redact_url(self.config.base_url or '')}); what finished is stored: re-run "
+                                "to continue, or raise the deadline") from None
         except openai.APIStatusError as err:
             status, detail = err.status_code, server_message(err)
             if status in (401, 403, 404):
@@ -395,19 +402,6 @@ class LLMClient:
         if response.status_code >= 500 and UNSUPPORTED_INPUT.search(response.text):
             response.headers["x-should-retry"] = "false"  # the input, not the server, failed: the SDK stops at once
         return response
-
-    def _time_left(self) -> float | None:
-        """Seconds to the run's deadline (None without one); past it, the run stops in one line."""
-        if self._stop_at is None:
-            return None
-        if (left := self._stop_at - time.monotonic()) <= 0:
-            raise self._past_deadline()
-        return left
-
-    def _past_deadline(self) -> EndpointError:
-        return EndpointError(f"the run reached its deadline of {self.config.deadline_s:g} s "
-                             f"({redact_url(self.config.base_url or '')}); what finished is stored: re-run "
-                             "to continue, or raise the deadline")
 
     def _count_timeout(self) -> None:
         """A server that accepts connections but never answers would cost every request all its
