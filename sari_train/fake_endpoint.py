@@ -73,6 +73,8 @@ def serve(fail_first: int = 0) -> Iterator[FakeEndpoint]:
             self.send_response(status)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(data)))
+            if failing:
+                self.send_header("Retry-After-Ms", "1")  # retry at once (the client's default waits 0.5 s and up)
             self.end_headers()
             self.wfile.write(data)
 

@@ -9,8 +9,9 @@ chains of thought, blind test) and the rollout endpoint engine (`sari-data diffi
 
 What it adds to the SDK, and why:
   * bounded concurrency (a semaphore), so a big corpus does not open thousands of connections;
-  * its own retries (the SDK's are off) on 408/409/429/5xx, timeouts and dropped connections,
-    with exponential backoff that honours Retry-After, so every retry is counted and tested;
+  * the SDK's retries (408/409/429/5xx, timeouts, dropped connections; 0.5 s doubling to 8 s; Retry-After
+    up to 2 min), seen attempt by attempt by the httpx client we give it (`_attempt`), which counts
+    them (`x-stainless-retry-count`) and stops the run with an EndpointError the SDK passes on as-is;
   * the key read only from an environment variable whose *name* is configured, so no recipe, run
     record or cache ever holds it; the server's own error message kept in every error;
   * structured outputs: a pydantic schema is sent as `response_format` json_schema, and the reply
@@ -20,10 +21,12 @@ What it adds to the SDK, and why:
   * an optional persistent request cache (anything with `get(key)` and `put(key, reply)`, e.g.
     `sari_data.llm.cache.RequestCache`): an exchange that ended in a usable reply is never sent
     again; a failed one is not cached, so a re-run asks again; identical requests in flight share one reply;
-  * early stops: an endpoint that cannot be reached, that accepts connections but lets request after
-    request time out, that says it cannot take the input (e.g. audio on a text-only server), or a
-    run past its total deadline ends with one line; server-side failures (connection errors,
-    timeouts, 5xx) are reported per item and `check_transport` fails a run where most requests hit them;
+  * early stops: an endpoint that cannot be reached, that accepts connections but lets attempt after
+    attempt time out, that says it cannot take the input (e.g. audio on a text-only server; a 5xx
+    saying so is not retried), or a run past its total deadline (retry waits included) ends with one
+    line; server-side failures (connection errors, timeouts, 5xx) are reported per item and
+    `check_transport` fails a run where most requests hit them (a 200 that is no chat completion,
+    `bad_response`, is not retried);
   * token and cost accounting, reported in the run's provenance.
 Audio goes into a chat as an `input_audio` part holding a base64 16-bit WAV (`audio_part`).
 """
@@ -36,18 +39,16 @@ import hashlib
 import io
 import json
 import os
-import random
 import re
 import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from email.utils import parsedate_to_datetime
-from datetime import datetime, timezone
+from functools import partial
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from corpus.provenance import RunFailed, redact_url
 
@@ -69,20 +70,27 @@ class LLMConfig(BaseModel):
     model: str | None = Field(None, description="model name the endpoint serves; env SARI_LLM_MODEL")
     api_key_env: str = Field("OPENAI_API_KEY", description="name of the environment variable holding the key")
     concurrency: int = Field(16, ge=1, description="requests in flight at once")
-    timeout_s: float = Field(120.0, gt=0, description="per-request timeout; a timeout is retried")
+    timeout_s: float = Field(120.0, gt=0, description="per-attempt timeout; a timeout is retried")
     max_timeouts_in_a_row: int | None = Field(None, ge=1, description=(
-        "stop the run after this many requests in a row timed out with no answer between (default: "
+        "stop the run after this many attempts in a row timed out with no answer between (default: "
         "concurrency + 2: every request in flight, then two retries)"))
     deadline_s: float | None = Field(None, gt=0, description="stop the run after this many seconds in all (none: no limit)")
-    max_retries: int = Field(6, ge=0, description="retries on 408/409/429/5xx, timeouts and dropped connections")
-    backoff_s: float = Field(1.0, ge=0, description="first retry wait; doubles each retry (jittered)")
-    max_backoff_s: float = Field(60.0, ge=0, description="cap on any wait, Retry-After included")
+    max_retries: int = Field(6, ge=0, description="the SDK's retries on 408/409/429/5xx, timeouts and dropped "
+                                                  "connections (waits 0.5 s doubling to 8 s, or the Retry-After)")
     max_reasks: int = Field(2, ge=0, description="re-asks with the validation error before an item is recorded failed")
     temperature: float = Field(0.7, ge=0)
     max_tokens: int = Field(1024, ge=1)
     json_schema: bool = Field(True, description="ask for response_format json_schema (we validate either way)")
     price_input_per_mtok: float = Field(0.0, ge=0, description="USD per million prompt tokens, for the cost report")
     price_output_per_mtok: float = Field(0.0, ge=0, description="USD per million completion tokens")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_backoff(cls, data: Any) -> Any:
+        if isinstance(data, dict) and {"backoff_s", "max_backoff_s"} & set(data):
+            raise ValueError("backoff_s and max_backoff_s are gone (the openai SDK's retries wait 0.5 s doubling to "
+                             "8 s, or the server's Retry-After): delete them; max_retries still sets how many")
+        return data
 
     def resolved(self) -> LLMConfig:
         """This config with base URL and model filled from the environment where unset."""
@@ -106,7 +114,7 @@ class EndpointOptions(BaseModel):
                                                    "(e.g. http://127.0.0.1:8000/v1); the model is its served name")
     api_key_env: str = Field("OPENAI_API_KEY", description="endpoint: name of the environment variable holding the key")
     concurrency: int = Field(8, ge=1, description="endpoint: requests in flight")
-    retries: int = Field(3, ge=0, description="endpoint: retries per request (with backoff, honouring Retry-After)")
+    retries: int = Field(3, ge=0, description="endpoint: retries per request (the SDK's backoff, honouring Retry-After)")
     timeout: float = Field(120.0, gt=0, description="endpoint: seconds per request")
 
 
@@ -115,7 +123,6 @@ def _first_env(names: tuple[str, ...]) -> str | None:
 
 
 T = TypeVar("T")
-RETRYABLE = {408, 409, 429}
 TRANSPORT = ("connection_error", "timeout")  # with http_5xx: the server, not the reply, failed
 RETRIES_UNTIL_CONNECTED = 2  # an endpoint that never answered is most likely down: give up early
 UNSUPPORTED_INPUT = re.compile(
@@ -222,7 +229,7 @@ class Usage:
 
 
 class LLMClient:
-    def __init__(self, config: LLMConfig, cache: Cache | None = None, *, sdk: openai.AsyncOpenAI | None = None):
+    def __init__(self, config: LLMConfig, cache: Cache | None = None):
         import openai  # here, not at the top: loading a recipe must not pay for the SDK
 
         config = config.resolved()
@@ -237,10 +244,15 @@ class LLMClient:
         self._in_flight: dict[str, asyncio.Future] = {}
         self._connected = False  # set by the first answer of any kind from the server
         self._timeouts_in_a_row = 0  # reset by any answer
-        self._stopped: str | None = None  # why the run stops: no request is sent after it
+        self._stopped: str | None = None  # why the run stops: no attempt is sent after it
         self._stop_at = time.monotonic() + config.deadline_s if config.deadline_s else None
-        self._sdk = sdk or openai.AsyncOpenAI(base_url=config.base_url, api_key=config.api_key(),
-                                              timeout=config.timeout_s, max_retries=0)
+
+        class Watched(openai.DefaultAsyncHttpxClient):  # the SDK's defaults; every attempt goes through _attempt
+            async def send(http, request: Any, **kwargs: Any) -> Any:
+                return await self._attempt(request, partial(super().send, request, **kwargs))
+
+        self._sdk = openai.AsyncOpenAI(base_url=config.base_url, api_key=config.api_key(), timeout=config.timeout_s,
+                                       max_retries=config.max_retries, http_client=Watched())
 
     async def close(self) -> None:
         await self._sdk.close()
@@ -327,76 +339,73 @@ class LLMClient:
                     schema: type[BaseModel] | None, schema_json: dict | None) -> dict[str, Any]:
         import openai
 
-        attempt = 0
-        last_detail = ""
-        while True:
-            kwargs = dict(model=self.config.model, messages=messages, **params)
-            if schema is not None and self.use_json_schema:
-                kwargs["response_format"] = {"type": "json_schema", "json_schema": {
-                    "name": schema.__name__, "schema": schema_json, "strict": True}}
-            wait: float | None = None
-            kwargs["timeout"] = self._request_timeout()
-            try:
-                reply = reply_dict(await self._sdk.chat.completions.create(**kwargs))
-                self._connected, self._timeouts_in_a_row = True, 0
-                return reply
-            except openai.APITimeoutError:
-                reason = "timeout"
-                self._count_timeout()
-            except openai.APIConnectionError as err:
-                reason = "connection_error"
-                if not self._connected and attempt >= min(self.config.max_retries, RETRIES_UNTIL_CONNECTED):
-                    raise EndpointError(f"cannot reach the endpoint {redact_url(self.config.base_url or '')} "
-                                        f"({_short(str(err.__cause__ or err), 120)}); start the server or fix "
-                                        "the endpoint URL") from None
-            except openai.APIStatusError as err:
-                self._connected, self._timeouts_in_a_row = True, 0
-                status, detail = err.status_code, server_message(err)
-                if status in (401, 403, 404):
-                    raise EndpointError(f"{redact_url(self.config.base_url or '')} answered {status} for model "
-                                        f"{self.config.model!r} ({detail}): check the model name and the key in "
-                                        f"${self.config.api_key_env}") from None
-                if status == 400 and "response_format" in kwargs and self.use_json_schema:
-                    self.use_json_schema = False  # the server does not do structured outputs: validate ourselves
-                    continue
-                if status in (400, 415, 422, 500, 501) and UNSUPPORTED_INPUT.search(detail):
-                    raise EndpointError(f"{redact_url(self.config.base_url or '')} (model {self.config.model!r}) "
-                                        f"cannot take this input: HTTP {status} \"{detail}\"; use a model/server "
-                                        "that accepts it (for captions: one with audio input)") from None
-                if status not in RETRYABLE and status < 500:
-                    raise RequestFailed(f"http_{status}", detail) from None
-                reason, wait = f"http_{status}", retry_after(err.response.headers)
-                last_detail = detail
-            except (ValueError, TypeError, AttributeError, IndexError) as err:
-                reason = f"bad_response ({_short(str(err), 80)})"  # a 200 whose body is not a chat completion
-            if attempt >= self.config.max_retries:
-                code = reason.split(" ")[0]
-                said = f": {last_detail}" if code.startswith("http_") and last_detail else ""
-                raise RequestFailed(code, f"{reason} on all {attempt + 1} attempts{said}")
-            self.usage.retries += 1
-            await asyncio.sleep(min(self._backoff(attempt, wait), self._time_left()))
-            attempt += 1
-
-    def _time_left(self) -> float:
-        """Seconds to the run's deadline (infinite without one); past it, the run stops in one line."""
-        if self._stop_at is None:
-            return float("inf")
-        left = self._stop_at - time.monotonic()
-        if left <= 0:
+        kwargs = dict(model=self.config.model, messages=messages, **params)
+        if schema is not None and self.use_json_schema:
+            kwargs["response_format"] = {"type": "json_schema", "json_schema": {
+                "name": schema.__name__, "schema": schema_json, "strict": True}}
+        left = None if self._stop_at is None else self._stop_at - time.monotonic()
+        try:
+            if left is not None and left <= 0:
+                raise TimeoutError  # past the deadline: not sent
+            async with asyncio.timeout(left):  # the deadline, the SDK's waits between retries included
+                return reply_dict(await self._sdk.chat.completions.create(**kwargs))
+        except TimeoutError:
+            if left is None:  # not the deadline's
+                raise
             raise EndpointError(f"the run reached its deadline of {self.config.deadline_s:g} s "
                                 f"({redact_url(self.config.base_url or '')}); what finished is stored: re-run "
-                                "to continue, or raise the deadline")
-        return left
+                                "to continue, or raise the deadline") from None
+        except openai.APIStatusError as err:
+            status, detail = err.status_code, server_message(err)
+            if status in (401, 403, 404):
+                raise EndpointError(f"{redact_url(self.config.base_url or '')} answered {status} for model "
+                                    f"{self.config.model!r} ({detail}): check the model name and the key in "
+                                    f"${self.config.api_key_env}") from None
+            if status == 400 and "response_format" in kwargs and self.use_json_schema:
+                self.use_json_schema = False  # the server does not do structured outputs: validate ourselves
+                return await self._send(messages, params, schema, schema_json)
+            if status in (400, 415, 422, 500, 501) and UNSUPPORTED_INPUT.search(detail):
+                raise EndpointError(f"{redact_url(self.config.base_url or '')} (model {self.config.model!r}) "
+                                    f"cannot take this input: HTTP {status} \"{detail}\"; use a model/server "
+                                    "that accepts it (for captions: one with audio input)") from None
+            if status not in (408, 409, 429) and status < 500:  # not retried
+                raise RequestFailed(f"http_{status}", detail) from None
+            reason, said, request = f"http_{status}", f": {detail}", err.request
+        except openai.APIConnectionError as err:  # the SDK's retries spent (APITimeoutError included)
+            reason, said = "timeout" if isinstance(err, openai.APITimeoutError) else "connection_error", ""
+            request = err.request
+        except (ValueError, TypeError, AttributeError, IndexError) as err:  # a 200 that is not a chat completion
+            raise RequestFailed("bad_response", f"bad_response ({_short(str(err), 80)})") from None
+        attempts = int(request.headers["x-stainless-retry-count"]) + 1
+        raise RequestFailed(reason, f"{reason} on all {attempts} attempts{said}")
 
-    def _request_timeout(self) -> float:
-        """The per-request timeout, shortened so no request outlives the run's deadline."""
+    async def _attempt(self, request: Any, send: Callable[[], Any]) -> Any:
+        """One attempt of the SDK's, numbered by its `x-stainless-retry-count` header. An EndpointError
+        raised here reaches `_send` as it is: the SDK neither retries nor wraps it."""
+        import httpx2  # the SDK's HTTP library
+
         if self._stopped:
             raise EndpointError(self._stopped)
-        return min(self.config.timeout_s, self._time_left())
+        retry = int(request.headers["x-stainless-retry-count"])
+        self.usage.retries += retry > 0
+        try:
+            response = await send()
+        except httpx2.TimeoutException:
+            self._count_timeout()
+            raise
+        except httpx2.TransportError as err:
+            if not self._connected and retry >= min(self.config.max_retries, RETRIES_UNTIL_CONNECTED):
+                raise EndpointError(f"cannot reach the endpoint {redact_url(self.config.base_url or '')} "
+                                    f"({_short(str(err), 120)}); start the server or fix the endpoint URL") from None
+            raise
+        self._connected, self._timeouts_in_a_row = True, 0
+        if response.status_code >= 500 and UNSUPPORTED_INPUT.search(response.text):
+            response.headers["x-should-retry"] = "false"  # the input, not the server, failed: the SDK stops at once
+        return response
 
     def _count_timeout(self) -> None:
         """A server that accepts connections but never answers would cost every request all its
-        retries (27 items x 7 attempts x the timeout): stop once this many time out in a row."""
+        retries (27 items x 7 attempts x the timeout): stop once this many attempts time out in a row."""
         self._timeouts_in_a_row += 1
         limit = self.config.max_timeouts_in_a_row or self.config.concurrency + 2
         if self._timeouts_in_a_row >= limit and not self._stopped:
@@ -404,12 +413,7 @@ class LLMClient:
                              f"{self._timeouts_in_a_row} requests in a row within {self.config.timeout_s:g} s; check "
                              "that the server is up and not overloaded, or raise --timeout")
         if self._stopped:
-            raise EndpointError(self._stopped)
-
-    def _backoff(self, attempt: int, retry_after_s: float | None) -> float:
-        if retry_after_s is not None:
-            return min(retry_after_s, self.config.max_backoff_s)
-        return min(self.config.backoff_s * 2**attempt, self.config.max_backoff_s) * random.uniform(0.5, 1.0)
+            raise EndpointError(self._stopped) from None
 
 
 def check_transport(report: dict[str, Any]) -> None:
@@ -452,22 +456,6 @@ def server_message(err: openai.APIStatusError) -> str:
         if text:
             return _short(str(text))
     return _short(err.message)
-
-
-def retry_after(headers: Any) -> float | None:
-    """Seconds the server asked us to wait (`retry-after-ms`, `retry-after` as seconds or a date)."""
-    try:
-        if headers.get("retry-after-ms"):
-            return max(0.0, float(headers["retry-after-ms"]) / 1000)
-        value = headers.get("retry-after")
-        if not value:
-            return None
-        try:
-            return max(0.0, float(value))
-        except ValueError:
-            return max(0.0, (parsedate_to_datetime(value) - datetime.now(timezone.utc)).total_seconds())
-    except (TypeError, ValueError):
-        return None
 
 
 def parse_reply(reply: dict[str, Any], schema: type[BaseModel] | None,

@@ -3,7 +3,7 @@
 A `responder(request_body) -> Reply` decides each answer, so a test can script well-formed
 replies, malformed JSON, refusals, 429 storms, 500s with an error message, slow replies and dropped
 connections (a server restarting), all through the real SDK.
-Every request is logged (body and whether it carried the expected bearer token).
+Every request is logged (body, headers, arrival time and whether it carried the expected bearer token).
 
     python -m sari_data.llm.testing --latency 0.2     # prints the base URL, serves until killed
 """
@@ -102,7 +102,8 @@ class FakeChatServer:
                 body = json.loads(self.rfile.read(length) or b"{}")
                 auth_ok = server.api_key is None or self.headers.get("authorization") == f"Bearer {server.api_key}"
                 with server._lock:
-                    server.requests.append({"body": body, "auth_ok": auth_ok, "t": time.time()})
+                    server.requests.append({"body": body, "auth_ok": auth_ok, "t": time.time(),
+                                            "headers": dict(self.headers)})
                 reply = Reply(status=401, content=None) if not auth_ok else server.responder(body)
                 if reply.delay_s:
                     time.sleep(reply.delay_s)

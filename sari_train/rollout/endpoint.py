@@ -3,7 +3,7 @@
 
 Same interface as `LocalEngine.sample`, so difficulty scoring (`sari-data difficulty --endpoint`)
 and evaluation (`sari-train eval --endpoint`) swap engines freely. Requests go through the
-toolkit's one OpenAI client (openai_client.py: bounded concurrency, retries with backoff and
+toolkit's one OpenAI client (openai_client.py: bounded concurrency, the SDK's retries with backoff and
 Retry-After, the key read from an environment variable, the server's error messages kept); each
 prompt's audio part becomes an `input_audio` part (base64 16-bit WAV); a prompt's k samples come
 from one request with `n=k` (or k requests of n=1 for servers without `n`). Nothing is cached: a
@@ -39,11 +39,11 @@ def openai_messages(messages: list[dict[str, Any]], waveform: np.ndarray, sample
 
 class EndpointEngine:
     def __init__(self, base_url: str, model: str, *, api_key_env: str = "OPENAI_API_KEY", concurrency: int = 8,
-                 retries: int = 3, timeout: float = 120.0, backoff_s: float = 1.0, n_per_request: bool = True,
+                 retries: int = 3, timeout: float = 120.0, n_per_request: bool = True,
                  sample_rate: int = 16000):
         self.n_per_request, self.sample_rate = n_per_request, sample_rate
         self.config = LLMConfig(base_url=base_url, model=model, api_key_env=api_key_env, concurrency=concurrency,
-                                max_retries=retries, timeout_s=timeout, backoff_s=backoff_s, max_reasks=0)
+                                max_retries=retries, timeout_s=timeout, max_reasks=0)
         self._loop = asyncio.new_event_loop()  # one loop for the engine's life, so connections are reused
         self.client = LLMClient(self.config)
 

@@ -47,7 +47,7 @@ def test_conclusion_check_rejects_contradictions_and_chains_without_reasoning(it
 
 def config(base_url: str, **overrides) -> LLMConfig:
     fields = dict(base_url=base_url, model="test-model", api_key_env="SARI_TEST_KEY", concurrency=4, timeout_s=5.0,
-                  max_retries=3, backoff_s=0.001, max_backoff_s=0.05, max_reasks=1)
+                  max_retries=3, max_reasks=1)
     return LLMConfig(**(fields | overrides))
 
 
@@ -114,7 +114,8 @@ def test_the_server_error_message_is_kept_in_the_reason(tmp_path):
 
     def respond(body: dict) -> Reply:
         if dominant_hz(body) < 350:
-            return Reply(status=500, content="KV cache exhausted: reduce the context size")
+            return Reply(status=500, content="KV cache exhausted: reduce the context size",
+                         headers={"retry-after-ms": "1"})
         return Reply(content="A steady tone, clear and quiet.")
 
     with FakeChatServer(respond) as server:
@@ -162,7 +163,7 @@ def test_a_server_going_down_mid_run_leaves_those_items_for_the_next_run(tmp_pat
     with FakeChatServer(respond) as server:
         recipe = tmp_path / "recipe.yaml"
         recipe.write_text(json.dumps({"name": "r", "sources": [{"kind": "synthetic"}], "llm": {
-            "base_url": server.base_url, "model": "m", "concurrency": 1, "max_retries": 2, "backoff_s": 0.001}}))
+            "base_url": server.base_url, "model": "m", "concurrency": 1, "max_retries": 0}}))
         args = ["cot", "--workspace", tmp_path, "--writer", "llm", "--recipe", recipe, "--quiet"]
         code, _, err = run_cli(sari_data, args, capsys)
         line = one_line_error(err, "sari-data cot")

@@ -59,7 +59,7 @@ def test_k_requests_of_one_for_servers_without_n():
 
 
 def test_server_errors_are_retried_by_the_shared_client():
-    with serve(fail_first=2) as server, EndpointEngine(server.url, "m", retries=2, backoff_s=0.01) as engine:
+    with serve(fail_first=2) as server, EndpointEngine(server.url, "m", retries=2) as engine:
         out = engine.sample(PROMPTS[:1], noise_clips(1), SETTINGS)
         usage = engine.usage
     assert len(out.texts[0]) == 4 and len(server.requests) == 3

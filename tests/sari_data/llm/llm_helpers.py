@@ -53,8 +53,9 @@ def good_chain(body: dict, answer: str | None = None) -> str:
 
 
 def config_for(server: FakeChatServer, **overrides) -> LLMConfig:
-    """Fast retries and small limits, so failure paths run in milliseconds."""
+    """Small limits, so failure paths run fast (the SDK's retries wait 0.5 s and up unless the server
+    sends Retry-After)."""
     fields = dict(base_url=server.base_url, model="test-model", api_key_env="SARI_TEST_KEY", concurrency=4,
-                  timeout_s=5.0, max_retries=3, backoff_s=0.001, max_backoff_s=0.05, max_reasks=2)
+                  timeout_s=5.0, max_retries=3, max_reasks=2)
     fields.update(overrides)
     return LLMConfig(**fields)

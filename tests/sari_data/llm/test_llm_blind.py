@@ -18,7 +18,7 @@ def test_blind_pass_rates(tmp_path):
         text, seed = last_user_text(body), body["seed"]
         assert isinstance(body["messages"][1]["content"], str)  # text only: no audio part
         if "How many" in text:
-            return Reply(status=500, content="down")
+            return Reply(status=500, content="down", headers={"retry-after-ms": "1"})
         answer = "high" if seed < 3 else "low"  # seeds 0..2 say high, seed 3 says low
         return Reply(content=f"I guess. <answer>{answer}</answer>")
 

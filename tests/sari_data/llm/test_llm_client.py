@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 
 import pytest
 from llm_helpers import config_for
@@ -11,7 +12,8 @@ from pydantic import BaseModel, ConfigDict
 
 from sari_data.llm.cache import RequestCache
 from sari_data.llm.testing import FakeChatServer, Reply
-from sari_train.openai_client import EndpointError, LLMClient, parse_reply, request_key, retry_after
+from sari_data.recipe import RecipeError, load_recipe
+from sari_train.openai_client import EndpointError, LLMClient, parse_reply, request_key
 
 MESSAGES = [{"role": "user", "content": "Name a colour."}]
 
@@ -87,22 +89,24 @@ def test_stage_check_failure_is_reasked():
     assert "wrong_colour" in server.requests[1]["body"]["messages"][-1]["content"]
 
 
-def test_429_storm_is_retried_honouring_retry_after():
-    storm = Reply(status=429, content="slow down", headers={"retry-after": "0.02"})
-    with FakeChatServer(script(storm, storm, storm, GOOD)) as server:
-        outcome, usage = ask(server, max_retries=5, backoff_s=10.0, max_backoff_s=30.0)
-    # backoff_s=10 would take 10+ s; the test finishing fast shows Retry-After (20 ms) was used.
-    assert outcome.ok and usage.retries == 3 and len(server.requests) == 4
+def test_retry_after_is_honoured_by_the_sdk_and_its_retries_counted():
+    slow = Reply(status=429, content="slow down", headers={"retry-after": "0.8"})
+    quick = Reply(status=503, content="busy", headers={"retry-after-ms": "50"})
+    with FakeChatServer(script(slow, quick, GOOD)) as server:
+        outcome, usage = ask(server, max_retries=5)
+    # The SDK's own backoff would wait 0.375-0.5 s, then 0.75-1 s: the gaps show the server's waits were used.
     gaps = [b["t"] - a["t"] for a, b in zip(server.requests, server.requests[1:])]
-    assert all(0.015 <= g < 2.0 for g in gaps)
+    assert gaps[0] >= 0.8 and 0.05 <= gaps[1] < 0.5
+    assert outcome.ok and usage.retries == 2 and len(server.requests) == 3 and usage.sent == 1
+    assert [r["headers"]["x-stainless-retry-count"] for r in server.requests] == ["0", "1", "2"]
 
 
 @pytest.mark.parametrize("status", [500, 503, 408, 409])
 def test_server_errors_are_retried_then_fail_with_the_status(status):
-    with FakeChatServer(script(Reply(status=status, content="boom"))) as server:
+    with FakeChatServer(script(Reply(status=status, content="boom", headers={"retry-after-ms": "1"}))) as server:
         outcome, usage = ask(server, max_retries=3)
     assert not outcome.ok and outcome.reason == f"http_{status}" and len(server.requests) == 4
-    assert usage.retries == 3 and usage.sent == 0
+    assert outcome.message == f"http_{status} on all 4 attempts: boom" and usage.retries == 3 and usage.sent == 0
 
 
 def test_non_retryable_4xx_fails_at_once_and_auth_errors_stop_the_run():
@@ -167,11 +171,20 @@ def test_request_key_changes_with_every_part():
                 request_key("m", MESSAGES + MESSAGES, {"temperature": 0}, {"type": "object"})}) == 5
 
 
-def test_retry_after_forms():
-    assert retry_after({"retry-after": "2"}) == 2.0
-    assert retry_after({"retry-after-ms": "250"}) == 0.25
-    assert retry_after({"retry-after": "Wed, 21 Oct 2015 07:28:00 GMT"}) == 0.0  # a date in the past
-    assert retry_after({}) is None and retry_after({"retry-after": "soon"}) is None
+def test_the_deadline_cuts_the_sdks_wait_between_retries():
+    storm = Reply(status=429, content="slow down", headers={"retry-after": "60"})
+    with FakeChatServer(script(storm)) as server:
+        start = time.monotonic()
+        with pytest.raises(EndpointError, match="reached its deadline of 0.3 s"):
+            ask(server, deadline_s=0.3)
+    assert time.monotonic() - start < 2 and len(server.requests) == 1
+
+
+def test_removed_backoff_settings_fail_with_a_clear_message(tmp_path):
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("name: r\nsources: [{kind: synthetic}]\nllm: {model: m, max_retries: 2, backoff_s: 0.5}\n")
+    with pytest.raises(RecipeError, match=r"llm: backoff_s and max_backoff_s are gone \(the openai SDK's retries"):
+        load_recipe(recipe)
 
 
 def test_concurrency_is_bounded():

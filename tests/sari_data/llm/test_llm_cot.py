@@ -87,7 +87,7 @@ def scripted_cot_server() -> FakeChatServer:
         if mode == 3:
             return Reply(content=None, refusal="I won't write that.")
         if mode == 4:
-            return Reply(status=500, content="internal error")
+            return Reply(status=500, content="internal error", headers={"retry-after-ms": "1"})
         if mode == 5:
             return Reply(content=json.dumps({"thinking": "<summary>x</summary><planning>p</planning>", "answer": gold}))
         if mode == 6 and n == 1:
