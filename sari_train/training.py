@@ -209,6 +209,13 @@ def lr_schedule(optimizer: torch.optim.Optimizer, kind: str, warmup: int, total:
     return scheduler
 
 
+def schedule_state(trainer_state: dict[str, Any]) -> dict[str, Any]:
+    """A checkpoint's scheduler state; one saved before `lr_schedule` (our own LambdaLR, no step at
+    construction) counts one step less: caught up, so a resumed run keeps its learning rates."""
+    state = trainer_state["scheduler"]
+    return state if trainer_state.get("schedule_version", 1) >= 2 else {**state, "last_epoch": state["last_epoch"] + 1}
+
+
 def optimizer_and_schedule(model: torch.nn.Module, config: TrainConfig, updates: int):
     params = trainable(model)
     if not params:
@@ -359,7 +366,7 @@ class Run:
             master = None if exact else {n: weights[n] for n, p in self.lm.model.named_parameters()
                                          if p.requires_grad and n in weights}
             scaler = accelerator.scaler.state_dict() if accelerator.scaler is not None else None
-            torch.save({"step": step, "optimizer": optimizer, "scheduler": self.scheduler.state_dict(),
+            torch.save({"step": step, "optimizer": optimizer, "scheduler": self.scheduler.state_dict(), "schedule_version": 2,
                         "weights": master, "scaler": scaler, "sampler": sampler.state_dict()},
                        folder / "trainer_state.pt.tmp")
         accelerator.wait_for_everyone()
@@ -388,7 +395,7 @@ class Run:
                                      options=StateDictOptions(full_state_dict=True))
         else:
             self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
+        self.scheduler.load_state_dict(schedule_state(state))
         if state.get("scaler") and self.accelerator.scaler is not None:
             self.accelerator.scaler.load_state_dict(state["scaler"])
         rng_file = folder / f"rng-{self.accelerator.process_index}.pt"

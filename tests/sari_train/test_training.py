@@ -11,7 +11,7 @@ from sari_train.grpo.train import GRPOConfig, train_grpo
 from sari_train.models.adapter import AudioLM
 from sari_train.sft import SFTConfig, train_sft
 from sari_train.checkpoints import load_plain
-from sari_train.training import lr_schedule
+from sari_train.training import lr_schedule, schedule_state
 
 
 def lrs(kind, warmup, total):
@@ -49,6 +49,20 @@ def test_lr_schedule_resumes_from_its_state():
     fresh.step()
     resumed.step()
     assert resumed.get_last_lr() == pytest.approx([lrs("cosine", 2, 10)[5]])
+
+
+def test_a_checkpoint_saved_before_the_transformers_schedule_resumes_on_its_learning_rates():
+    optimizer = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    scheduler = lr_schedule(optimizer, "linear", 2, 10)
+    for _ in range(4):
+        optimizer.step()
+        scheduler.step()
+    old = {**scheduler.state_dict(), "last_epoch": 4}  # the old LambdaLR counted the 4 steps only
+    for trainer_state in ({"scheduler": old}, {"scheduler": scheduler.state_dict(), "schedule_version": 2}):
+        resumed = lr_schedule(torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=1.0), "linear", 2, 10)
+        resumed.load_state_dict(schedule_state(trainer_state))
+        resumed.step()
+        assert resumed.get_last_lr() == pytest.approx([lrs("linear", 2, 10)[5]])
 
 
 def save_to_bytes(state):
