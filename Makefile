@@ -55,7 +55,7 @@ demo: setup
 	$(BIN)/sari-data publish $(DEMO) --quiet --description "The toy corpus of the SARI toolkit's make demo: synthetic tones and sweeps, answers known by construction."
 	@echo "\nPlots: $(DEMO)/stats.png, $(DEMO)/exports/difficulty*.png, $(RUNS)/{base,sft,grpo}/curves.png,"
 	@echo "       workspaces/eval/accuracy.png; card: $(DEMO)/exports/hub/README.md"
-	@echo "Ablations (about 45 min on 2 cores, 5 seeds): $(BIN)/sari-train experiment --config pipelines/experiments/ablations.yaml"
+	@echo "Ablations (about 70 min on 2 cores, 5 seeds): $(BIN)/sari-train experiment --config pipelines/experiments/ablations.yaml"
 
 # pytest exits 5 when it collects no tests; that is not a failure of the suite.
 test: setup browser
