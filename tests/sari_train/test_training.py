@@ -35,12 +35,18 @@ def test_lr_schedule_by_hand():
     assert lrs("linear", 0, 4) == pytest.approx([1, 3 / 4, 2 / 4, 1 / 4, 0])
 
 
-def test_lr_schedule_resumes_from_its_state():
+def stepped(kind, warmup, total, steps):
+    """A schedule after `steps` optimizer steps."""
     optimizer = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
-    scheduler = lr_schedule(optimizer, "cosine", 2, 10)
-    for _ in range(4):
+    scheduler = lr_schedule(optimizer, kind, warmup, total)
+    for _ in range(steps):
         optimizer.step()
         scheduler.step()
+    return scheduler
+
+
+def test_lr_schedule_resumes_from_its_state():
+    scheduler = stepped("cosine", 2, 10, 4)
     state = torch.load(save_to_bytes(scheduler.state_dict()), weights_only=True)
     fresh = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
     resumed = lr_schedule(fresh, "cosine", 2, 10)
@@ -52,11 +58,7 @@ def test_lr_schedule_resumes_from_its_state():
 
 
 def test_a_checkpoint_saved_before_the_transformers_schedule_resumes_on_its_learning_rates():
-    optimizer = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
-    scheduler = lr_schedule(optimizer, "linear", 2, 10)
-    for _ in range(4):
-        optimizer.step()
-        scheduler.step()
+    scheduler = stepped("linear", 2, 10, 4)
     old = {**scheduler.state_dict(), "last_epoch": 4}  # the old LambdaLR counted the 4 steps only
     for trainer_state in ({"scheduler": old}, {"scheduler": scheduler.state_dict(), "schedule_version": 2}):
         resumed = lr_schedule(torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=1.0), "linear", 2, 10)
