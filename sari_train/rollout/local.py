@@ -173,7 +173,7 @@ def sample_after_prefill(model: torch.nn.Module, cache: Any, last_prompt_token: 
     position = last_position
     unfinished = torch.ones(len(attention_mask), dtype=torch.long, device=attention_mask.device)
     step_input, tokens, logprobs = last_prompt_token, [], []
-    with torch.inference_mode():  # lighter per-op bookkeeping than no_grad; results are cloned out
+    with torch.no_grad():  # not inference_mode: FSDP2 keeps the root's gathered weights, and training needs them
         for step in range(settings.max_new_tokens):
             if step:
                 attention_mask = torch.cat([attention_mask, attention_mask.new_ones(len(attention_mask), 1)], dim=-1)
@@ -192,7 +192,7 @@ def sample_after_prefill(model: torch.nn.Module, cache: Any, last_prompt_token: 
             if unfinished.max() == 0:
                 break
             step_input = token[:, None]
-    return torch.stack(tokens, dim=1).clone(), torch.stack(logprobs, dim=1).clone()  # normal tensors again
+    return torch.stack(tokens, dim=1), torch.stack(logprobs, dim=1)
 
 
 def inverse_cdf(logits: torch.Tensor, uniform: torch.Tensor) -> torch.Tensor:
